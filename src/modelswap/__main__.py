@@ -1,0 +1,5 @@
+import sys
+
+from modelswap.cli import main
+
+sys.exit(main())

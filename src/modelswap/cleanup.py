@@ -1,0 +1,77 @@
+"""gc: delete old versions that nothing can roll back to, and leftovers of dead publishes."""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+
+from modelswap import locks
+from modelswap.errors import InvalidPointer, UsageError
+from modelswap.events import EventLog
+from modelswap.locks import Lease
+from modelswap.metadata import Metadata
+from modelswap.pointers import list_pointers
+from modelswap.registry import Registry
+
+
+@dataclass
+class GcReport:
+    deleted: list[str] = field(default_factory=list)
+    partial: list[str] = field(default_factory=list)
+    kept: dict[str, str] = field(default_factory=dict)  # version -> why
+
+
+def collect_garbage(
+    registry: Registry, model: str, *, keep: int, dry_run: bool, actor: str
+) -> GcReport:
+    """Keep every version a pointer names, the `keep` newest, and those the last `keep` events
+    name; delete the rest. Holds every pointer's lease meanwhile, so no promote can land on a
+    version while it is being deleted."""
+    if keep < 1:
+        raise UsageError("--keep must be at least 1", hint="e.g. --keep 5")
+    registry.require_model(model)
+    with contextlib.ExitStack() as stack:
+        pointers = list_pointers(registry, model)
+        if not dry_run:
+            for name in sorted(pointers):
+                lease: Lease = locks.acquire(
+                    registry.store,
+                    registry.lock_key(model, name),
+                    f"pointer {model}/{name}",
+                    actor=actor,
+                )
+                stack.enter_context(lease)
+            pointers = list_pointers(registry, model)  # re-read under the leases
+        report = GcReport()
+        for name, state in pointers.items():
+            if isinstance(state, InvalidPointer):
+                raise InvalidPointer(
+                    f"gc refuses to run while a pointer is malformed: {state}",
+                    hint=f"fix {model}/{name} first, so gc knows what is live",
+                )
+            report.kept.setdefault(state.version, f"named by {name}")
+        for event in EventLog(registry.store, model).all()[-keep:]:
+            for v in (event.get("from"), event.get("to")):
+                if isinstance(v, str):
+                    report.kept.setdefault(v, f"in event {event['seq']}")
+        metas = registry.all_metadata(model)
+        complete = {v: m for v, m in metas.items() if m is not None}
+        for v in sorted(complete, key=lambda v: _created(complete[v]), reverse=True)[:keep]:
+            report.kept.setdefault(v, f"among the {keep} newest")
+        publishing = {
+            o.key.rsplit("/", 1)[-1].removeprefix("publish-").removesuffix(".lock")
+            for o in registry.store.objects(f"{model}/.locks/publish-")
+        }
+        for v, m in metas.items():
+            if m is None and v not in publishing and v not in report.kept:
+                report.partial.append(v)
+            elif m is not None and v not in report.kept:
+                report.deleted.append(v)
+        if not dry_run:
+            for v in report.deleted + report.partial:
+                registry.delete_version(model, v)
+        return report
+
+
+def _created(meta: Metadata) -> str:
+    return meta.created

@@ -1,0 +1,372 @@
+"""`modelswap`: the registry verbs. Errors print `error:` and `hint:` and exit non-zero."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, NoReturn
+
+from modelswap import render
+from modelswap.cleanup import collect_garbage
+from modelswap.config import DEFAULT_REGISTRY, add_flag, default_actor
+from modelswap.errors import InvalidPointer, ModelswapError, UsageError
+from modelswap.gitinfo import head_sha
+from modelswap.metadata import Metadata
+from modelswap.names import check_model, check_pointer_name, check_version
+from modelswap.pointers import (
+    DEFAULT_POINTER,
+    Move,
+    history,
+    list_pointers,
+    move_pointer,
+    require_pointer,
+    rollback_target,
+)
+from modelswap.registry import METADATA_KEYS, PublishRequest, Registry, collect_files
+from modelswap.store import open_store
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(message, hint=f"see `{self.prog} --help`")
+
+
+def _registry(args: argparse.Namespace) -> Registry:
+    return Registry(open_store(args.registry))
+
+
+def _print_json(value: Any) -> None:
+    print(json.dumps(value, indent=2, sort_keys=True))
+
+
+def _key_value(items: list[str], flag: str) -> dict[str, str]:
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UsageError(f"{flag} {item!r} is not KEY=VALUE", hint=f"e.g. {flag} accuracy=0.94")
+        out[key] = value
+    return out
+
+
+def _metrics(items: list[str]) -> dict[str, float]:
+    out = {}
+    for key, value in _key_value(items, "--metric").items():
+        try:
+            number = float(value)
+        except ValueError:
+            number = math.nan
+        if not math.isfinite(number):
+            raise UsageError(f"--metric {key}={value!r} is not a finite number")
+        out[key] = number
+    return out
+
+
+def _meta(items: list[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in _key_value(items, "--meta").items():
+        if key in METADATA_KEYS:
+            raise UsageError(
+                f"--meta {key}=... would overwrite a field modelswap sets",
+                hint=f"use the --{key.replace('_', '-')} flag instead",
+            )
+        try:
+            out[key] = json.loads(value)
+        except ValueError:
+            out[key] = value
+    return out
+
+
+# -- commands ------------------------------------------------------------------------------
+
+
+def cmd_publish(args: argparse.Namespace) -> int:
+    reg = _registry(args)
+    sha, dirty = (args.git_sha, False) if args.git_sha else head_sha(Path.cwd())
+    extra = _meta(args.meta)
+    if dirty:
+        extra.setdefault("git_dirty", True)
+    req = PublishRequest(
+        model=check_model(args.model),
+        files=collect_files([Path(f) for f in args.files]),
+        version=args.version,
+        training_data=args.training_data,
+        notes=args.notes,
+        metrics=_metrics(args.metric),
+        extra=extra,
+        git_sha=sha,
+        actor=args.actor,
+    )
+    meta = reg.publish(req)
+    print(meta.version)
+    return 0
+
+
+def _pointer_names(reg: Registry, model: str) -> dict[str, list[str]]:
+    named: dict[str, list[str]] = {}
+    for name, state in list_pointers(reg, model).items():
+        if not isinstance(state, InvalidPointer):
+            named.setdefault(state.version, []).append(name)
+    return named
+
+
+def cmd_versions(args: argparse.Namespace) -> int:
+    reg = _registry(args)
+    metas = reg.all_metadata(check_model(args.model))
+    named = _pointer_names(reg, args.model)
+    rows: list[dict[str, Any]] = [
+        {
+            "version": v,
+            "created": m.created if m else None,
+            "metrics": m.metrics if m else {},
+            "size": m.size if m else 0,
+            "pointers": sorted(named.get(v, [])),
+            "complete": m is not None,
+        }
+        for v, m in metas.items()
+    ]
+    if args.json:
+        _print_json(rows)
+        return 0
+    print(
+        render.table(
+            ["VERSION", "CREATED", "SIZE", "POINTERS", "METRICS"],
+            [
+                [
+                    r["version"],
+                    r["created"] or "(incomplete)",
+                    render.size_str(r["size"]),
+                    ",".join(r["pointers"]),
+                    render.metrics_str(r["metrics"]),
+                ]
+                for r in rows
+            ],
+        )
+    )
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    reg = _registry(args)
+    check_model(args.model)
+    version = args.version or require_pointer(reg, args.model, DEFAULT_POINTER).version
+    meta = reg.metadata(args.model, check_version(version))
+    if args.json:
+        _print_json(meta.raw)
+    else:
+        print(render.show(args.model, meta, _pointer_names(reg, args.model).get(version, [])))
+    return 0
+
+
+def cmd_diff(args: argparse.Namespace) -> int:
+    reg = _registry(args)
+    a, b = reg.metadata(check_model(args.model), args.a), reg.metadata(args.model, args.b)
+    lines = render.diff(a, b)
+    print(f"{args.model}: {args.a} -> {args.b}")
+    print("\n".join(lines) if lines else "  (no differences)")
+    return 0
+
+
+def _print_move(event: dict[str, Any] | None, model: str, pointer: str, to: str) -> None:
+    if event is None:
+        print(f"{model}/{pointer} already names {to}; nothing to do")
+    else:
+        was = event["from"] or "(none)"
+        print(f"{model}/{pointer}: {was} -> {event['to']} (event {event['seq']})")
+
+
+def cmd_promote(args: argparse.Namespace) -> int:
+    reg = _registry(args)
+    move = Move(
+        model=check_model(args.model),
+        pointer=check_pointer_name(args.pointer),
+        to=check_version(args.version),
+        type="promote",
+        actor=args.actor,
+        reason=args.reason,
+        expect=check_version(args.expect) if args.expect else None,
+    )
+    _print_move(move_pointer(reg, move), args.model, args.pointer, args.version)
+    return 0
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    reg = _registry(args)
+    check_model(args.model)
+    check_pointer_name(args.pointer)
+    target = check_version(args.to) if args.to else rollback_target(reg, args.model, args.pointer)
+    move = Move(
+        model=args.model,
+        pointer=args.pointer,
+        to=target,
+        type="rollback",
+        actor=args.actor,
+        reason=args.reason,
+    )
+    _print_move(move_pointer(reg, move), args.model, args.pointer, target)
+    return 0
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    events = history(_registry(args), check_model(args.model))
+    if args.json:
+        _print_json(events)
+    else:
+        print(render.history(events) if events else f"{args.model}: no pointer moves yet")
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    reg = _registry(args)
+    check_model(args.model)
+    versions = [check_version(args.version)] if args.version else None
+    metas: dict[str, Metadata | None] = (
+        {v: reg.metadata(args.model, v) for v in versions}
+        if versions
+        else reg.all_metadata(args.model)
+    )
+    failed = 0
+    for v, meta in metas.items():
+        if meta is None:
+            print(f"{v}: INCOMPLETE (no valid metadata.json)")
+            failed += 1
+            continue
+        problems = reg.verify(args.model, v)
+        if problems:
+            failed += 1
+            print(f"{v}: FAILED")
+            for p in problems:
+                print(f"  {p}")
+        else:
+            print(f"{v}: ok ({len(meta.files)} file(s), {render.size_str(meta.size)})")
+    if failed:
+        raise ModelswapError(
+            f"{failed} of {len(metas)} version(s) failed verification",
+            hint="never promote a failed version; re-publish it under a new version",
+        )
+    return 0
+
+
+def cmd_gc(args: argparse.Namespace) -> int:
+    report = collect_garbage(
+        _registry(args),
+        check_model(args.model),
+        keep=args.keep,
+        dry_run=args.dry_run,
+        actor=args.actor,
+    )
+    verb = "would delete" if args.dry_run else "deleted"
+    for v in report.deleted:
+        print(f"{verb} {v}")
+    for v in report.partial:
+        print(f"{verb} {v} (partial upload)")
+    for v, why in sorted(report.kept.items()):
+        print(f"kept {v} ({why})")
+    if not report.deleted and not report.partial:
+        print("nothing to delete")
+    return 0
+
+
+# -- parser --------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = _Parser(add_help=False)
+    add_flag(
+        common,
+        "--registry",
+        default=DEFAULT_REGISTRY,
+        help="s3://bucket/prefix, file:///path or a folder",
+    )
+    add_flag(common, "--actor", default=default_actor(), help="who is acting, for the event log")
+    parser = _Parser(prog="modelswap", description=__doc__, parents=[common])
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    def command(name: str, fn: Callable[[argparse.Namespace], int], help: str) -> _Parser:
+        p: _Parser = sub.add_parser(name, help=help, description=help, parents=[common])
+        p.set_defaults(fn=fn)
+        return p
+
+    p = command("publish", cmd_publish, "upload a new immutable version; prints its name")
+    p.add_argument("model")
+    p.add_argument("files", nargs="+", metavar="FILE", help="files or folders to store")
+    add_flag(p, "--version", help="version name (default: the next vN)")
+    add_flag(p, "--training-data", help="where the training data came from")
+    add_flag(p, "--notes", help="free text")
+    add_flag(p, "--metric", action="append", default=[], help="K=V, a number (repeatable)")
+    add_flag(p, "--meta", action="append", default=[], help="K=V, kept in metadata.json")
+    add_flag(p, "--git-sha", help="commit to record (default: HEAD of the work tree, if any)")
+
+    for name, fn, what in (
+        ("versions", cmd_versions, "list versions with pointers"),
+        ("history", cmd_history, "the event log of pointer moves"),
+    ):
+        p = command(name, fn, what)
+        p.add_argument("model")
+        add_flag(p, "--json", action="store_true", help="stable JSON for scripts")
+
+    p = command("show", cmd_show, "one version's metadata (default: the one CURRENT names)")
+    p.add_argument("model")
+    p.add_argument("version", nargs="?")
+    add_flag(p, "--json", action="store_true", help="print metadata.json as stored")
+
+    p = command("diff", cmd_diff, "what changed between two versions")
+    p.add_argument("model")
+    p.add_argument("a", metavar="A")
+    p.add_argument("b", metavar="B")
+
+    p = command("promote", cmd_promote, "move a pointer to a version (compare-and-swap)")
+    p.add_argument("model")
+    p.add_argument("version")
+    add_flag(p, "--pointer", default=DEFAULT_POINTER, help="pointer to move")
+    add_flag(p, "--reason", help="why, for the event log")
+    add_flag(p, "--expect", help="refuse unless the pointer names this version now")
+
+    p = command("rollback", cmd_rollback, "move a pointer back to the version live before")
+    p.add_argument("model")
+    add_flag(p, "--to", help="version to go back to (default: the previous one, by the log)")
+    add_flag(p, "--pointer", default=DEFAULT_POINTER, help="pointer to move")
+    add_flag(p, "--reason", help="why, for the event log")
+
+    p = command("verify", cmd_verify, "re-read stored files and check size and sha256")
+    p.add_argument("model")
+    p.add_argument("version", nargs="?", help="default: every version")
+
+    p = command("gc", cmd_gc, "delete old versions no pointer or recent event names")
+    p.add_argument("model")
+    add_flag(
+        p,
+        "--keep",
+        type=int,
+        required=False,
+        default=5,
+        help="keep this many newest versions and the versions of the last N events",
+    )
+    add_flag(p, "--dry-run", action="store_true", help="only say what would be deleted")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        code: int = args.fn(args)
+        return code
+    except ModelswapError as e:
+        print(f"error: {e}", file=sys.stderr)
+        print(f"hint: {e.hint}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("error: interrupted; nothing half-written is visible", file=sys.stderr)
+        print("hint: re-run the command", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,112 @@
+"""Every error modelswap raises, each with a hint for the operator.
+
+ModelswapError                 .hint says what to do next; the CLI prints error: and hint:
+├── UsageError                 a flag or argument is wrong (exit 2)
+├── InvalidName                a model, version, pointer or file name breaks the rules
+├── StoreError                 the storage seam (raised by every backend alike)
+│   ├── StoreUnavailable       cannot reach or use the store (network, credentials, bucket)
+│   ├── ObjectNotFound         no object at that key
+│   ├── ObjectExists           a create-only write found the key taken
+│   └── PreconditionFailed     a compare-and-swap lost (the ETag moved)
+└── RegistryError              the registry's rules
+    ├── RegistryURLInvalid     --registry is not s3://bucket/prefix, file:///path or a path
+    ├── ModelNotFound
+    ├── VersionNotFound        also a version whose metadata.json is missing (incomplete)
+    ├── VersionExists          versions are immutable; publishing one twice is refused
+    ├── PointerNotFound
+    ├── InvalidPointer         pointer content that is not one version name
+    ├── InvalidMetadata        metadata.json that is not valid JSON or breaks the schema
+    ├── IntegrityError         stored bytes do not match metadata.json
+    ├── Busy                   another operator holds the lock (publish or pointer move)
+    └── PointerMoved           the pointer moved under you; nothing was overwritten
+"""
+
+from __future__ import annotations
+
+
+class ModelswapError(Exception):
+    """Base of every expected failure; the message is one line, the hint says how to fix it."""
+
+    default_hint = "see `modelswap --help`"
+    exit_code = 1
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.hint = hint if hint is not None else self.default_hint
+
+
+class UsageError(ModelswapError):
+    default_hint = "see `modelswap COMMAND --help` for the flags"
+    exit_code = 2
+
+
+class InvalidName(ModelswapError):
+    default_hint = "names match [A-Za-z0-9][A-Za-z0-9._-]{0,127}"
+
+
+class StoreError(ModelswapError):
+    default_hint = "check the registry URL and that the store is reachable"
+
+
+class StoreUnavailable(StoreError):
+    default_hint = (
+        "check --registry / MODELSWAP_REGISTRY, AWS_ENDPOINT_URL and credentials, then retry"
+    )
+
+
+class ObjectNotFound(StoreError):
+    default_hint = "check the model and version names with `modelswap versions MODEL`"
+
+
+class ObjectExists(StoreError):
+    default_hint = "objects under a version are immutable; choose a new version name"
+
+
+class PreconditionFailed(StoreError):
+    default_hint = "someone else changed it first; re-read and retry"
+
+
+class RegistryError(ModelswapError):
+    default_hint = "see `modelswap --help`"
+
+
+class RegistryURLInvalid(RegistryError):
+    default_hint = "use s3://bucket/prefix, file:///absolute/path or a local folder path"
+
+
+class ModelNotFound(RegistryError):
+    default_hint = "publish a first version with `modelswap publish MODEL FILE...`"
+
+
+class VersionNotFound(RegistryError):
+    default_hint = "list the versions with `modelswap versions MODEL`"
+
+
+class VersionExists(RegistryError):
+    default_hint = (
+        "versions are immutable: publish under a new --version, or omit it for the next vN"
+    )
+
+
+class PointerNotFound(RegistryError):
+    default_hint = "promote a version first with `modelswap promote MODEL VERSION`"
+
+
+class InvalidPointer(RegistryError):
+    default_hint = "a pointer holds one version name, e.g. `echo v2 | aws s3 cp - s3://.../CURRENT`"
+
+
+class InvalidMetadata(RegistryError):
+    default_hint = "metadata.json is written by `modelswap publish`; re-publish under a new version"
+
+
+class IntegrityError(RegistryError):
+    default_hint = "the stored bytes changed after publish; re-publish under a new version"
+
+
+class Busy(RegistryError):
+    default_hint = "wait for the other command to finish, then retry"
+
+
+class PointerMoved(RegistryError):
+    default_hint = "check `modelswap history MODEL`, then retry against the new value"

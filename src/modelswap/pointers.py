@@ -1,0 +1,239 @@
+"""Pointers (CURRENT, CANARY, ...): plain-text objects naming a version, moved with CAS.
+
+A move takes the pointer's lease, checks the pointer still holds what the operator saw,
+records any hand edit it finds as an out-of-band event, swaps the pointer with If-Match and
+appends one event. The lease carries the move's intent, so if the process dies between the
+swap and the event, the next operator's move writes the missing event before its own.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from modelswap import locks
+from modelswap.errors import (
+    InvalidPointer,
+    ObjectExists,
+    ObjectNotFound,
+    PointerMoved,
+    PointerNotFound,
+    PreconditionFailed,
+    VersionNotFound,
+)
+from modelswap.events import EventLog
+from modelswap.metadata import rfc3339, utc_now
+from modelswap.names import POINTER_MAX_BYTES, POINTER_RE, check_pointer_name, parse_pointer
+from modelswap.registry import Registry
+
+DEFAULT_POINTER = "CURRENT"
+
+
+@dataclass(frozen=True)
+class PointerState:
+    version: str
+    etag: str
+    modified: str
+
+
+def pointer_key(model: str, pointer: str) -> str:
+    return f"{model}/{pointer}"
+
+
+def read_pointer(registry: Registry, model: str, pointer: str) -> PointerState | None:
+    """The pointer's version, or None when it does not exist; InvalidPointer if malformed."""
+    check_pointer_name(pointer)
+    key = pointer_key(model, pointer)
+    try:
+        blob = registry.store.read(key, max_bytes=POINTER_MAX_BYTES)
+    except ObjectNotFound:
+        return None
+    where = f"{registry.store.url}/{key}"
+    if blob.truncated:
+        raise InvalidPointer(
+            f"pointer {where} is {blob.size} bytes; a pointer holds one version name"
+        )
+    return PointerState(parse_pointer(blob.data, where), blob.etag, rfc3339(blob.modified))
+
+
+def list_pointers(registry: Registry, model: str) -> dict[str, PointerState | InvalidPointer]:
+    """Every pointer of the model; a malformed one maps to its error instead of hiding it."""
+    out: dict[str, PointerState | InvalidPointer] = {}
+    for info in registry.store.objects(f"{model}/"):
+        name = info.key[len(model) + 1 :]
+        if "/" in name or not POINTER_RE.fullmatch(name):
+            continue
+        try:
+            state = read_pointer(registry, model, name)
+        except InvalidPointer as e:
+            out[name] = e
+            continue
+        if state is not None:
+            out[name] = state
+    return out
+
+
+def require_pointer(registry: Registry, model: str, pointer: str) -> PointerState:
+    state = read_pointer(registry, model, pointer)
+    if state is None:
+        registry.require_model(model)
+        raise PointerNotFound(f"{model} has no {pointer} pointer yet")
+    return state
+
+
+def out_of_band_event(
+    last: dict[str, Any] | None, state: PointerState | None, pointer: str
+) -> dict[str, Any] | None:
+    """The hand edit that explains a pointer whose value is not the log's last `to`."""
+    logged = last.get("to") if last else None
+    current = state.version if state else None
+    if logged == current:
+        return None
+    return {
+        "time": state.modified if state else utc_now(),
+        "actor": None,
+        "pointer": pointer,
+        "from": logged,
+        "to": current,
+        "reason": "pointer changed outside modelswap",
+        "gate": None,
+        "type": "out-of-band",
+    }
+
+
+@dataclass(frozen=True)
+class Move:
+    model: str
+    pointer: str
+    to: str
+    type: str  # promote | rollback
+    actor: str
+    reason: str | None = None
+    gate: dict[str, Any] | None = None
+    expect: str | None = None  # refuse unless the pointer names this (None: what we read)
+
+
+def move_pointer(registry: Registry, move: Move) -> dict[str, Any] | None:
+    """Move the pointer; returns the event, or None when it already names move.to."""
+    check_pointer_name(move.pointer)
+    registry.metadata(move.model, move.to)  # the target must be a complete, valid version
+    seen = read_pointer(registry, move.model, move.pointer)
+    if move.expect is not None and (seen.version if seen else None) != move.expect:
+        raise PointerMoved(
+            f"{move.pointer} names {seen.version if seen else 'nothing'}, not {move.expect}"
+        )
+    if seen is not None and seen.version == move.to:
+        return None
+    log = EventLog(registry.store, move.model)
+    intent = {"pointer": move.pointer, "from": seen.version if seen else None, "to": move.to}
+    with locks.acquire(
+        registry.store,
+        registry.lock_key(move.model, move.pointer),
+        f"pointer {move.model}/{move.pointer}",
+        actor=move.actor,
+        intent=intent,
+        on_stale=lambda held: _finish_dead_move(registry, log, move, held),
+    ):
+        now = read_pointer(registry, move.model, move.pointer)
+        if (now.etag if now else None) != (seen.etag if seen else None):
+            raise PointerMoved(
+                f"{move.model}/{move.pointer} moved from {seen.version if seen else 'nothing'} "
+                f"to {now.version if now else 'nothing'} while this command ran; nothing changed"
+            )
+        registry.metadata(move.model, move.to)  # again, under the lock that gc also takes
+        oob = out_of_band_event(log.last(move.pointer), now, move.pointer)
+        if oob is not None:
+            log.append(oob)
+        data = f"{move.to}\n".encode()
+        key = pointer_key(move.model, move.pointer)
+        try:
+            if now is None:
+                registry.store.put_new(key, data)
+            else:
+                registry.store.put_if_match(key, data, now.etag)
+        except (PreconditionFailed, ObjectExists) as e:
+            raise PointerMoved(
+                f"{move.model}/{move.pointer} changed while this command ran; nothing changed"
+            ) from e
+        return log.append(
+            {
+                "time": utc_now(),
+                "actor": move.actor,
+                "pointer": move.pointer,
+                "from": now.version if now else None,
+                "to": move.to,
+                "reason": move.reason,
+                "gate": move.gate,
+                "type": move.type,
+            }
+        )
+
+
+def _finish_dead_move(registry: Registry, log: EventLog, move: Move, held: dict[str, Any]) -> None:
+    """A lease whose holder died: if its pointer swap happened, log the event it never wrote."""
+    intent = held.get("intent")
+    if not isinstance(intent, dict) or intent.get("pointer") != move.pointer:
+        return
+    state = read_pointer(registry, move.model, move.pointer)
+    last = log.last(move.pointer)
+    moved = state is not None and state.version == intent.get("to")
+    logged = last is not None and last.get("to") == intent.get("to")
+    if moved and not logged and (last.get("to") if last else None) == intent.get("from"):
+        log.append(
+            {
+                "time": state.modified if state else utc_now(),
+                "actor": held.get("actor"),
+                "pointer": move.pointer,
+                "from": intent.get("from"),
+                "to": intent.get("to"),
+                "reason": "recorded after the moving command died",
+                "gate": None,
+                "type": "promote",
+                "recovered": True,
+            }
+        )
+
+
+def rollback_target(registry: Registry, model: str, pointer: str) -> str:
+    """The version live before the current one: the `from` of the move that set it."""
+    state = require_pointer(registry, model, pointer)
+    log = EventLog(registry.store, model)
+    last = log.last(pointer)
+    oob = out_of_band_event(last, state, pointer)
+    previous = oob["from"] if oob is not None else (last.get("from") if last else None)
+    if previous is None:
+        raise VersionNotFound(
+            f"{model}/{pointer} has no earlier version to roll back to",
+            hint="name one with --to VERSION",
+        )
+    return str(previous)
+
+
+def history(registry: Registry, model: str) -> list[dict[str, Any]]:
+    """The event log, oldest first, plus a seq-less out-of-band entry for any unlogged edit."""
+    registry.require_model(model)
+    events = EventLog(registry.store, model).all()
+    last_by_pointer: dict[str, dict[str, Any]] = {}
+    for e in events:
+        last_by_pointer[str(e.get("pointer"))] = e
+    for name, state in list_pointers(registry, model).items():
+        if isinstance(state, InvalidPointer):
+            continue
+        oob = out_of_band_event(last_by_pointer.get(name), state, name)
+        if oob is not None:
+            events.append({"seq": None, **oob})
+    return events
+
+
+__all__ = [
+    "DEFAULT_POINTER",
+    "POINTER_MAX_BYTES",
+    "Move",
+    "PointerState",
+    "history",
+    "list_pointers",
+    "move_pointer",
+    "read_pointer",
+    "require_pointer",
+    "rollback_target",
+]

@@ -1,0 +1,50 @@
+"""Open a registry root by URL: s3://bucket/prefix, file:///abs/path, or a plain folder path."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from urllib.parse import urlparse
+
+from modelswap.errors import RegistryURLInvalid, StoreUnavailable
+from modelswap.store.base import Blob, ObjectInfo, Store
+from modelswap.store.local import LocalStore
+
+__all__ = ["Blob", "ObjectInfo", "Store", "open_store"]
+
+_BUCKET_RE = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+
+
+def open_store(url: str) -> Store:
+    """The Store for a registry URL; raises RegistryURLInvalid with a hint when malformed."""
+    if not url or url.strip() != url:
+        raise RegistryURLInvalid(f"registry URL {url!r} is empty or has surrounding spaces")
+    if "://" not in url:
+        return LocalStore(Path(url))
+    parsed = urlparse(url)
+    if parsed.scheme == "file":
+        if parsed.netloc not in ("", "localhost") or not parsed.path.startswith("/"):
+            raise RegistryURLInvalid(
+                f"registry URL {url!r} is not an absolute file URL",
+                hint="write file:///absolute/path (three slashes), or a plain folder path",
+            )
+        return LocalStore(Path(parsed.path))
+    if parsed.scheme == "s3":
+        bucket = parsed.netloc
+        if not _BUCKET_RE.fullmatch(bucket):
+            raise RegistryURLInvalid(
+                f"registry URL {url!r} has no valid bucket name",
+                hint="write s3://bucket/prefix; bucket names are 3-63 lower-case letters, "
+                "digits, dots and dashes",
+            )
+        if parsed.query or parsed.fragment or "//" in parsed.path:
+            raise RegistryURLInvalid(f"registry URL {url!r} has an unexpected '?', '#' or '//'")
+        try:
+            from modelswap.store.s3 import S3Store  # noqa: PLC0415 - boto3 only when S3 is used
+        except ImportError as e:
+            raise StoreUnavailable(
+                "the S3 registry needs boto3, which is not installed",
+                hint="pip install 'modelswap[s3]'",
+            ) from e
+        return S3Store(bucket, parsed.path)
+    raise RegistryURLInvalid(f"registry URL {url!r} has an unsupported scheme {parsed.scheme!r}")
