@@ -29,6 +29,7 @@ from modelswap.errors import (
 )
 from modelswap.metadata import METADATA_FILE, METADATA_MAX_BYTES, Metadata, utc_now
 from modelswap.names import (
+    NAME_RE,
     POINTER_RE,
     check_file_path,
     check_model,
@@ -115,13 +116,14 @@ class Registry:
         return [m for m in self.store.list_dirs("") if not m.startswith(".")]
 
     def version_names(self, model: str) -> list[str]:
-        """Every folder that could be a version (complete or not), in a natural order."""
+        """Every folder holding objects that could be a version (complete or not), in natural
+        order. Derived from the object listing, not from folder listings: some stores (SeaweedFS,
+        a local folder) keep a folder after its last object is deleted."""
         check_model(model)
-        names = [
-            n
-            for n in self.store.list_dirs(f"{model}/")
-            if n not in RESERVED and not n.startswith(".")
-        ]
+        prefix = f"{model}/"
+        names = {o.key[len(prefix) :].split("/", 1)[0] for o in self.store.objects(prefix)}
+        names = {n for n in names if n not in RESERVED and NAME_RE.fullmatch(n)}
+        names -= {n for n in names if POINTER_RE.fullmatch(n)}
         return sorted(names, key=_natural)
 
     def metadata(self, model: str, version: str) -> Metadata:

@@ -1,0 +1,90 @@
+"""Fixtures: a real SeaweedFS on loopback for the session, and a fresh registry per test on
+either backend, so every registry test runs against the local folder and S3 alike."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import boto3
+import pytest
+
+from modelswap.registry import Registry
+from modelswap.store import Store, open_store
+from tests import seaweed
+
+BUCKET = "modelswap-tests"
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[seaweed.Seaweed]:
+    server = seaweed.start(tmp_path_factory.mktemp("seaweed"))
+    saved = {k: os.environ.get(k) for k in server.env()}
+    os.environ.update(server.env())  # boto3 reads the standard AWS variables, as users' do
+    boto3.client("s3").create_bucket(Bucket=BUCKET)
+    yield server
+    server.stop()
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
+@pytest.fixture(params=["local", "s3"])
+def registry_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "local":
+        return str(tmp_path / "registry")
+    request.getfixturevalue("s3_server")
+    return f"s3://{BUCKET}/t-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+def store(registry_url: str) -> Store:
+    return open_store(registry_url)
+
+
+@pytest.fixture
+def registry(store: Store) -> Registry:
+    return Registry(store)
+
+
+@pytest.fixture
+def model_file(tmp_path: Path) -> Callable[[str, bytes], Path]:
+    def make(name: str, data: bytes) -> Path:
+        path = tmp_path / "files" / uuid.uuid4().hex[:8] / name
+        path.parent.mkdir(parents=True)
+        path.write_bytes(data)
+        return path
+
+    return make
+
+
+def run_cli(
+    *args: str, registry: str, cwd: Path | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run the real `modelswap` command in a child process."""
+    full_env = dict(os.environ, MODELSWAP_REGISTRY=registry, MODELSWAP_ACTOR="tester@test")
+    full_env.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-m", "modelswap", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=full_env,
+        timeout=60,
+        check=False,
+    )
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = 10, interval: float = 0.05) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s")
+        time.sleep(interval)

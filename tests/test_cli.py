@@ -1,0 +1,217 @@
+"""The `modelswap` command as users run it: output, exit codes, and `error:`/`hint:` lines."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import itertools
+import json
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import BUCKET, run_cli
+
+
+def _assert_error(result: subprocess.CompletedProcess[str], fragment: str) -> None:
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode != 0
+    assert len(lines) == 2, result.stderr
+    assert lines[0].startswith("error: ")
+    assert fragment in lines[0]
+    assert lines[1].startswith("hint: ")
+
+
+@pytest.fixture
+def onnx_file(tmp_path: Path) -> Path:
+    path = tmp_path / "model.onnx"
+    path.write_bytes(b"not really onnx, but bytes are bytes")
+    return path
+
+
+def test_walkthrough_publish_promote_rollback_history(
+    registry_url: str, onnx_file: Path, tmp_path: Path
+) -> None:
+    """The README's verbs in order print versions, moves and a two-pointer-move history."""
+    out = [
+        run_cli("publish", "clf", str(onnx_file), "--metric", "acc=0.9", registry=registry_url),
+        run_cli("publish", "clf", str(onnx_file), "--notes", "n", registry=registry_url),
+        run_cli("promote", "clf", "v1", registry=registry_url),
+        run_cli("promote", "clf", "v2", "--reason", "better", registry=registry_url),
+        run_cli("rollback", "clf", "--reason", "oops", registry=registry_url),
+    ]
+    assert [r.returncode for r in out] == [0] * 5, [r.stderr for r in out]
+    assert [r.stdout.strip() for r in out[:2]] == ["v1", "v2"]
+    assert out[4].stdout.strip() == "clf/CURRENT: v2 -> v1 (event 3)"
+    hist = json.loads(run_cli("history", "clf", "--json", registry=registry_url).stdout)
+    assert [(e["seq"], e["from"], e["to"], e["type"], e["actor"]) for e in hist] == [
+        (1, None, "v1", "promote", "tester@test"),
+        (2, "v1", "v2", "promote", "tester@test"),
+        (3, "v2", "v1", "rollback", "tester@test"),
+    ]
+    versions = json.loads(run_cli("versions", "clf", "--json", registry=registry_url).stdout)
+    assert [(v["version"], v["pointers"], v["metrics"]) for v in versions] == [
+        ("v1", ["CURRENT"], {"acc": 0.9}),
+        ("v2", [], {}),
+    ]
+    shown = json.loads(run_cli("show", "clf", "--json", registry=registry_url).stdout)
+    assert shown["version"] == "v1"
+    assert run_cli("verify", "clf", registry=registry_url).stdout.count(": ok") == 2
+
+
+def test_publish_records_git_sha_inside_a_work_tree(tmp_path: Path, onnx_file: Path) -> None:
+    """publish run inside a git work tree stores HEAD's sha in metadata.json."""
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    for cmd in (
+        ["init", "-q"],
+        ["-c", "user.email=a@b", "-c", "user.name=a", "commit", "-q", "--allow-empty", "-m", "x"],
+    ):
+        subprocess.run(["git", *cmd], cwd=repo, check=True)
+    head = subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, check=True
+    ).stdout.strip()
+    reg = str(tmp_path / "reg")
+    assert run_cli("publish", "clf", str(onnx_file), registry=reg, cwd=repo).returncode == 0
+    shown = json.loads(run_cli("show", "clf", "v1", "--json", registry=reg).stdout)
+    assert shown["git_sha"] == head
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["show", "nosuch"], "model 'nosuch' does not exist"),
+        (["show", "clf", "v7"], "version clf/v7 does not exist"),
+        (["promote", "clf", "v7"], "version clf/v7 does not exist"),
+        (["promote", "clf", "../etc"], "invalid version name"),
+        (["publish", "bad/name", "x"], "invalid model name"),
+        (["publish", "clf", "/does/not/exist"], "is not a file or folder"),
+        (["publish", "clf", "{file}", "--version", "CURRENT"], "reserved"),
+        (["publish", "clf", "{file}", "--metric", "acc"], "is not KEY=VALUE"),
+        (["publish", "clf", "{file}", "--metric", "acc=nan"], "not a finite number"),
+        (["promote", "clf", "v1", "--pointer", "lower"], "invalid pointer name"),
+        (["rollback", "clf"], "no earlier version"),
+        (["gc", "clf", "--keep", "0"], "--keep must be at least 1"),
+        (["frobnicate"], "invalid choice"),
+    ],
+)
+def test_bad_input_prints_error_and_hint(
+    tmp_path: Path, onnx_file: Path, args: list[str], fragment: str
+) -> None:
+    """Each bad name, flag or target fails with one error: line and one hint: line."""
+    reg = str(tmp_path / "reg")
+    assert run_cli("publish", "clf", str(onnx_file), registry=reg).returncode == 0
+    assert run_cli("promote", "clf", "v1", registry=reg).returncode == 0
+    result = run_cli(*[a.replace("{file}", str(onnx_file)) for a in args], registry=reg)
+    _assert_error(result, fragment)
+    assert (
+        json.loads(run_cli("versions", "clf", "--json", registry=reg).stdout)[0]["version"] == "v1"
+    )
+
+
+@pytest.mark.parametrize(
+    ("url", "fragment"),
+    [
+        ("s3://", "no valid bucket name"),
+        ("s3://A_b/x", "no valid bucket name"),
+        ("file://relative/path", "not an absolute file URL"),
+        ("gopher://x/y", "unsupported scheme"),
+    ],
+)
+def test_malformed_registry_url_is_refused(onnx_file: Path, url: str, fragment: str) -> None:
+    """A wrongly formed --registry fails at once with a hint on the accepted forms."""
+    _assert_error(run_cli("versions", "clf", registry=url), fragment)
+
+
+def test_unreachable_s3_registry_fails_within_seconds(onnx_file: Path) -> None:
+    """An S3 endpoint nobody listens on is a clear error in seconds, not a hang."""
+    started = time.monotonic()
+    result = run_cli(
+        "versions",
+        "clf",
+        registry="s3://bucket/x",
+        env={
+            "AWS_ENDPOINT_URL": "http://127.0.0.1:9",
+            "AWS_ACCESS_KEY_ID": "a",
+            "AWS_SECRET_ACCESS_KEY": "b",
+        },
+    )
+    _assert_error(result, "cannot reach the S3 registry")
+    assert time.monotonic() - started < 15
+
+
+def test_missing_bucket_names_the_bucket(s3_server: object, onnx_file: Path) -> None:
+    """A registry in a bucket that does not exist says so and how to create it."""
+    result = run_cli("publish", "clf", str(onnx_file), registry="s3://no-such-bucket-here/x")
+    _assert_error(result, "bucket 'no-such-bucket-here' does not exist")
+
+
+def test_eight_simultaneous_publishes_of_one_version_have_one_winner(
+    s3_server: object, tmp_path: Path
+) -> None:
+    """Eight processes publish v1 at once against SeaweedFS: one wins, seven are refused."""
+    reg = f"s3://{BUCKET}/race-publish-{tmp_path.name}"
+    files = []
+    for i in range(8):
+        f = tmp_path / f"m{i}" / "model.onnx"
+        f.parent.mkdir()
+        f.write_bytes(f"content of publisher {i}".encode() * 1000)
+        files.append(f)
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        results = list(
+            pool.map(
+                lambda f: run_cli("publish", "clf", str(f), "--version", "v1", registry=reg), files
+            )
+        )
+    winners = [r for r in results if r.returncode == 0]
+    assert len(winners) == 1, [r.stderr for r in results]
+    for loser in (r for r in results if r.returncode != 0):
+        assert loser.stderr.startswith("error: ")
+    assert run_cli("verify", "clf", "v1", registry=reg).returncode == 0
+
+
+def test_eight_simultaneous_promotes_have_one_winner_and_one_event(
+    s3_server: object, tmp_path: Path, onnx_file: Path
+) -> None:
+    """Eight processes move CURRENT from v1 at once: one moves it, the log holds one event."""
+    reg = f"s3://{BUCKET}/race-promote-{tmp_path.name}"
+    for _ in range(9):
+        assert run_cli("publish", "clf", str(onnx_file), registry=reg).returncode == 0
+    assert run_cli("promote", "clf", "v1", registry=reg).returncode == 0
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        results = list(
+            pool.map(
+                lambda v: run_cli("promote", "clf", f"v{v}", "--expect", "v1", registry=reg),
+                range(2, 10),
+            )
+        )
+    assert sum(r.returncode == 0 for r in results) == 1, [r.stderr for r in results]
+    hist = json.loads(run_cli("history", "clf", "--json", registry=reg).stdout)
+    assert len(hist) == 2
+    assert hist[1]["from"] == "v1"
+    current = json.loads(run_cli("show", "clf", "--json", registry=reg).stdout)["version"]
+    assert hist[1]["to"] == current
+
+
+def test_concurrent_promotes_keep_the_log_a_chain(
+    s3_server: object, tmp_path: Path, onnx_file: Path
+) -> None:
+    """Eight unguarded promotes at once: one event per successful move, each from the last to."""
+    reg = f"s3://{BUCKET}/race-chain-{tmp_path.name}"
+    for _ in range(9):
+        assert run_cli("publish", "clf", str(onnx_file), registry=reg).returncode == 0
+    assert run_cli("promote", "clf", "v1", registry=reg).returncode == 0
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        results = list(
+            pool.map(lambda v: run_cli("promote", "clf", f"v{v}", registry=reg), range(2, 10))
+        )
+    moved = sum(r.returncode == 0 for r in results)
+    for r in results:
+        assert r.returncode == 0 or "error: " in r.stderr
+    hist = json.loads(run_cli("history", "clf", "--json", registry=reg).stdout)
+    assert len(hist) == 1 + moved
+    for before, after in itertools.pairwise(hist):
+        assert after["from"] == before["to"]
+    current = json.loads(run_cli("show", "clf", "--json", registry=reg).stdout)["version"]
+    assert hist[-1]["to"] == current
