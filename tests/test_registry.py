@@ -252,3 +252,18 @@ def test_gc_keeps_pointed_recent_and_logged_versions(
     assert report.partial == ["v9"]
     assert sorted(report.kept) == ["v1", "v2", "v6"]
     assert registry.version_names("clf") == ["v1", "v2", "v6"]
+
+
+def test_malformed_metadata_is_listed_and_never_collected(
+    registry: Registry, model_file: MakeFile
+) -> None:
+    """A version with a broken metadata.json shows as invalid and gc keeps it for a human."""
+    for i in range(3):
+        publish(registry, model_file, str(i).encode())
+    promote(registry, "v3")
+    registry.store.put("clf/v1/metadata.json", b"{broken")
+    metas = registry.all_metadata("clf")
+    assert isinstance(metas["v1"], InvalidMetadata)
+    report = collect_garbage(registry, "clf", keep=1, dry_run=False, actor="t")
+    assert (report.deleted, report.partial) == (["v2"], [])
+    assert registry.version_names("clf") == ["v1", "v3"]

@@ -6,7 +6,7 @@ import contextlib
 from dataclasses import dataclass, field
 
 from modelswap import locks
-from modelswap.errors import InvalidPointer, UsageError
+from modelswap.errors import InvalidMetadata, InvalidPointer, UsageError
 from modelswap.events import EventLog
 from modelswap.locks import Lease
 from modelswap.metadata import Metadata
@@ -55,7 +55,7 @@ def collect_garbage(
                 if isinstance(v, str):
                     report.kept.setdefault(v, f"in event {event['seq']}")
         metas = registry.all_metadata(model)
-        complete = {v: m for v, m in metas.items() if m is not None}
+        complete = {v: m for v, m in metas.items() if isinstance(m, Metadata)}
         for v in sorted(complete, key=lambda v: _created(complete[v]), reverse=True)[:keep]:
             report.kept.setdefault(v, f"among the {keep} newest")
         publishing = {
@@ -63,7 +63,9 @@ def collect_garbage(
             for o in registry.store.objects(f"{model}/.locks/publish-")
         }
         for v, m in metas.items():
-            if m is None and v not in publishing and v not in report.kept:
+            if isinstance(m, InvalidMetadata):
+                report.kept.setdefault(v, "metadata.json is malformed; fix or delete it by hand")
+            elif m is None and v not in publishing and v not in report.kept:
                 report.partial.append(v)
             elif m is not None and v not in report.kept:
                 report.deleted.append(v)

@@ -13,7 +13,7 @@ from typing import Any, NoReturn
 from modelswap import render
 from modelswap.cleanup import collect_garbage
 from modelswap.config import DEFAULT_REGISTRY, add_flag, default_actor
-from modelswap.errors import InvalidPointer, ModelswapError, UsageError
+from modelswap.errors import InvalidMetadata, InvalidPointer, ModelswapError, UsageError
 from modelswap.gitinfo import head_sha
 from modelswap.metadata import Metadata
 from modelswap.names import check_model, check_pointer_name, check_version
@@ -118,17 +118,20 @@ def cmd_versions(args: argparse.Namespace) -> int:
     reg = _registry(args)
     metas = reg.all_metadata(check_model(args.model))
     named = _pointer_names(reg, args.model)
-    rows: list[dict[str, Any]] = [
-        {
-            "version": v,
-            "created": m.created if m else None,
-            "metrics": m.metrics if m else {},
-            "size": m.size if m else 0,
-            "pointers": sorted(named.get(v, [])),
-            "complete": m is not None,
-        }
-        for v, m in metas.items()
-    ]
+    rows: list[dict[str, Any]] = []
+    for v, m in metas.items():
+        ok = isinstance(m, Metadata)
+        rows.append(
+            {
+                "version": v,
+                "created": m.created if isinstance(m, Metadata) else None,
+                "metrics": m.metrics if isinstance(m, Metadata) else {},
+                "size": m.size if isinstance(m, Metadata) else 0,
+                "pointers": sorted(named.get(v, [])),
+                "complete": ok,
+                "problem": None if ok else ("invalid metadata.json" if m else "incomplete"),
+            }
+        )
     if args.json:
         _print_json(rows)
         return 0
@@ -138,7 +141,7 @@ def cmd_versions(args: argparse.Namespace) -> int:
             [
                 [
                     r["version"],
-                    r["created"] or "(incomplete)",
+                    r["created"] or f"({r['problem']})",
                     render.size_str(r["size"]),
                     ",".join(r["pointers"]),
                     render.metrics_str(r["metrics"]),
@@ -224,15 +227,15 @@ def cmd_verify(args: argparse.Namespace) -> int:
     reg = _registry(args)
     check_model(args.model)
     versions = [check_version(args.version)] if args.version else None
-    metas: dict[str, Metadata | None] = (
+    metas: dict[str, Metadata | InvalidMetadata | None] = (
         {v: reg.metadata(args.model, v) for v in versions}
         if versions
         else reg.all_metadata(args.model)
     )
     failed = 0
     for v, meta in metas.items():
-        if meta is None:
-            print(f"{v}: INCOMPLETE (no valid metadata.json)")
+        if not isinstance(meta, Metadata):
+            print(f"{v}: {'INVALID: ' + str(meta) if meta else 'INCOMPLETE (no metadata.json)'}")
             failed += 1
             continue
         problems = reg.verify(args.model, v)

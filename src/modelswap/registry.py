@@ -18,6 +18,7 @@ from modelswap import locks
 from modelswap.errors import (
     Busy,
     IntegrityError,
+    InvalidMetadata,
     InvalidName,
     ModelNotFound,
     ObjectExists,
@@ -152,15 +153,18 @@ class Registry:
         if not any(True for _ in self.store.objects(f"{model}/")):
             raise ModelNotFound(f"model {model!r} does not exist in {self.store.url}")
 
-    def all_metadata(self, model: str) -> dict[str, Metadata | None]:
-        """Every version's metadata, None for a folder without a (valid) metadata.json."""
+    def all_metadata(self, model: str) -> dict[str, Metadata | InvalidMetadata | None]:
+        """Every version folder's metadata: None where metadata.json is missing (a partial
+        upload), the InvalidMetadata error where it is malformed (shown, never deleted)."""
         self.require_model(model)
         names = self.version_names(model)
 
-        def one(v: str) -> Metadata | None:
+        def one(v: str) -> Metadata | InvalidMetadata | None:
             try:
                 return self.metadata(model, v)
-            except (VersionNotFound, InvalidName):
+            except InvalidMetadata as e:
+                return e
+            except VersionNotFound:
                 return None
 
         with concurrent.futures.ThreadPoolExecutor(min(16, max(1, len(names)))) as pool:
