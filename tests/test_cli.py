@@ -215,3 +215,34 @@ def test_concurrent_promotes_keep_the_log_a_chain(
         assert after["from"] == before["to"]
     current = json.loads(run_cli("show", "clf", "--json", registry=reg).stdout)["version"]
     assert hist[-1]["to"] == current
+
+
+def test_shared_flags_work_before_or_after_the_command(tmp_path: Path, onnx_file: Path) -> None:
+    """--registry given before the command name is not reset by the command's default."""
+    reg = str(tmp_path / "reg")
+    assert (
+        run_cli("--registry", reg, "publish", "clf", str(onnx_file), registry="unused").returncode
+        == 0
+    )
+    listed = run_cli("versions", "clf", "--registry", reg, registry="unused")
+    assert listed.stdout.splitlines()[1].startswith("v1 ")
+
+
+@pytest.mark.parametrize(
+    ("env", "fragment"),
+    [({"MODELSWAP_KEEP": "abc"}, "MODELSWAP_KEEP='abc'"), ({"MODELSWAP_JSON": "maybe"}, "boolean")],
+)
+def test_bad_environment_values_are_usage_errors(
+    tmp_path: Path, env: dict[str, str], fragment: str
+) -> None:
+    """A malformed MODELSWAP_* variable names itself and exits 2, no traceback."""
+    result = run_cli("gc", "clf", registry=str(tmp_path), env=env)
+    _assert_error(result, fragment)
+    assert result.returncode == 2
+
+
+def test_registry_path_that_is_a_file_is_refused(tmp_path: Path) -> None:
+    """--registry pointing at a regular file is a clear error, not a crash."""
+    target = tmp_path / "file"
+    target.write_text("x")
+    _assert_error(run_cli("versions", "clf", registry=str(target)), "is not a folder")

@@ -278,15 +278,22 @@ def cmd_gc(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    common = _Parser(add_help=False)
-    add_flag(
-        common,
-        "--registry",
-        default=DEFAULT_REGISTRY,
-        help="s3://bucket/prefix, file:///path or a folder",
-    )
-    add_flag(common, "--actor", default=default_actor(), help="who is acting, for the event log")
-    parser = _Parser(prog="modelswap", description=__doc__, parents=[common])
+    # The shared flags go on the top parser and on every command, so they may stand before or
+    # after the command name; on commands they default to SUPPRESS so a flag given before the
+    # command is not reset by the command's own default.
+    top, common = _Parser(add_help=False), _Parser(add_help=False)
+    for p, default_registry, default_actor_ in (
+        (top, DEFAULT_REGISTRY, default_actor()),
+        (common, argparse.SUPPRESS, argparse.SUPPRESS),
+    ):
+        add_flag(
+            p,
+            "--registry",
+            default=default_registry,
+            help="s3://bucket/prefix, file:///path or a folder",
+        )
+        add_flag(p, "--actor", default=default_actor_, help="who is acting, for the event log")
+    parser = _Parser(prog="modelswap", description=__doc__, parents=[top])
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     def command(name: str, fn: Callable[[argparse.Namespace], int], help: str) -> _Parser:

@@ -8,6 +8,8 @@ import os
 import socket
 from typing import Any
 
+from modelswap.errors import UsageError
+
 DEFAULT_REGISTRY = "./registry"
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
@@ -29,17 +31,22 @@ def add_flag(parser: argparse.ArgumentParser, flag: str, **kw: Any) -> None:
         if action == "store_true":
             value: Any = raw.strip().lower() in _TRUE
             if raw.strip().lower() not in _TRUE | _FALSE:
-                raise SystemExit(
-                    f"error: {env_name(flag)}={raw!r} is not a boolean\nhint: use 1 or 0"
-                )
+                raise UsageError(f"{env_name(flag)}={raw!r} is not a boolean", hint="use 1 or 0")
         elif action == "append":
             value = [v for v in raw.split(",") if v]
         else:
             value = raw
             conv = kw.get("type")
             if conv is not None:
-                value = conv(raw)
-        kw["default"] = value
+                try:
+                    value = conv(raw)
+                except ValueError as e:
+                    raise UsageError(
+                        f"{env_name(flag)}={raw!r} is not a valid {flag}",
+                        hint=f"see `modelswap --help` for what {flag} takes",
+                    ) from e
+        if kw.get("default") is not argparse.SUPPRESS:
+            kw["default"] = value
     kw["help"] = f"{kw.get('help', '')} [env: {env_name(flag)}]".strip()
     parser.add_argument(flag, **kw)
 
