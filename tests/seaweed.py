@@ -127,7 +127,8 @@ def _s3_answers(server: Seaweed) -> bool:
         config=Config(connect_timeout=1, read_timeout=2, retries={"max_attempts": 1}),
     )
     try:
-        client.create_bucket(Bucket="probe-ready")
+        if "probe-ready" not in {b["Name"] for b in client.list_buckets().get("Buckets", [])}:
+            client.create_bucket(Bucket="probe-ready")
         client.put_object(Bucket="probe-ready", Key="k", Body=b"x")
     except Exception:  # noqa: BLE001 - any failure means "not ready yet"
         return False

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import socket
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -12,7 +13,7 @@ from typing import Any, NoReturn
 
 from modelswap import render
 from modelswap.cleanup import collect_garbage
-from modelswap.config import DEFAULT_REGISTRY, add_flag, default_actor
+from modelswap.config import DEFAULT_REGISTRY, add_flag, default_actor, env
 from modelswap.errors import InvalidMetadata, InvalidPointer, ModelswapError, UsageError
 from modelswap.gitinfo import head_sha
 from modelswap.metadata import Metadata
@@ -274,6 +275,78 @@ def cmd_gc(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_status(args: argparse.Namespace) -> int:
+    from modelswap.fleet import fleet_status  # noqa: PLC0415
+
+    view = fleet_status(
+        _registry(args), check_model(args.model), check_pointer_name(args.pointer), args.stale_after
+    )
+    if args.json:
+        _print_json(view)
+        return 0
+    state = "converged" if view["converged"] else "NOT converged"
+    print(
+        f"{args.model}/{view['pointer']} -> {view['version'] or '(unset)'}: {state}, "
+        f"{len(view['instances'])} instance(s)"
+    )
+    rows = [
+        [
+            str(i["instance"]),
+            str(i["active_version"] or "-"),
+            str(i["desired_version"] or "-"),
+            "yes" if i["ready"] else "no",
+            str(i["last_change"] or "-"),
+            str(i["heartbeat"]) + (" (STALE)" if i["stale"] else ""),
+            str(i["last_error"] or ""),
+        ]
+        for i in view["instances"]
+    ]
+    if rows:
+        print(
+            render.table(
+                ["INSTANCE", "ACTIVE", "DESIRED", "READY", "LAST CHANGE", "HEARTBEAT", "ERROR"],
+                rows,
+            )
+        )
+    return 0
+
+
+def cmd_agent(args: argparse.Namespace) -> int:
+    try:
+        from modelswap.agent.config import AgentConfig  # noqa: PLC0415 - needs modelswap[agent]
+        from modelswap.agent.run import main as agent_main  # noqa: PLC0415
+    except ImportError as e:
+        raise UsageError(
+            f"the agent needs packages that are not installed ({e.name})",
+            hint="pip install 'modelswap[agent]'",
+        ) from e
+    from modelswap.fleet import check_instance  # noqa: PLC0415
+
+    cfg = AgentConfig(
+        registry=args.registry,
+        model=check_model(args.model),
+        dest=Path(args.dest).absolute(),
+        pointer=check_pointer_name(args.pointer),
+        interval_s=args.interval,
+        jitter=args.jitter,
+        keep=args.keep,
+        once=args.once,
+        host=args.host,
+        port=args.port,
+        instance_id=check_instance(args.instance_id),
+        report=args.report,
+        report_interval_s=args.report_interval,
+        max_backoff_s=args.max_backoff
+        if args.max_backoff is not None
+        else max(60.0, args.interval),
+    )
+    problems = cfg.validate()
+    if problems:
+        raise UsageError(problems[0], hint="see `modelswap agent --help`")
+    open_store(cfg.registry)  # a malformed --registry fails here, before any start-up work
+    return agent_main(cfg)
+
+
 # -- parser --------------------------------------------------------------------------------
 
 
@@ -357,7 +430,46 @@ def build_parser() -> argparse.ArgumentParser:
         help="keep this many newest versions and the versions of the last N events",
     )
     add_flag(p, "--dry-run", action="store_true", help="only say what would be deleted")
+
+    _add_fleet_commands(command)
     return parser
+
+
+def _add_fleet_commands(
+    command: Callable[[str, Callable[[argparse.Namespace], int], str], _Parser],
+) -> None:
+    p = command("status", cmd_status, "the fleet: which instance serves which version")
+    p.add_argument("model")
+    add_flag(p, "--pointer", default=DEFAULT_POINTER, help="pointer the fleet follows")
+    add_flag(
+        p,
+        "--stale-after",
+        type=float,
+        default=90.0,
+        help="seconds without a heartbeat before an instance counts as stale",
+    )
+    add_flag(p, "--json", action="store_true", help="stable JSON for scripts")
+
+    p = command("agent", cmd_agent, "run the sidecar: follow a pointer into a local link")
+    p.add_argument("model")
+    add_flag(
+        p, "--dest", required=env("--dest") is None, help="shared volume for versions and the link"
+    )
+    add_flag(p, "--pointer", default=DEFAULT_POINTER, help="pointer to follow")
+    add_flag(p, "--interval", type=float, default=10.0, help="seconds between polls")
+    add_flag(p, "--jitter", type=float, default=0.1, help="fraction of random spread per poll")
+    add_flag(
+        p, "--keep", type=int, default=3, help="local versions to keep, the linked one included"
+    )
+    add_flag(p, "--once", action="store_true", help="sync once and exit (init containers)")
+    add_flag(p, "--host", default="127.0.0.1", help="address of the HTTP endpoints")
+    add_flag(p, "--port", type=int, default=9101, help="port of the HTTP endpoints (0: any free)")
+    add_flag(p, "--instance-id", default=socket.gethostname(), help="name in fleet reports")
+    add_flag(p, "--report", action="store_true", help="write fleet reports to the registry")
+    add_flag(p, "--report-interval", type=float, default=30.0, help="seconds between heartbeats")
+    add_flag(
+        p, "--max-backoff", type=float, help="cap of the retry delay (default max(60, interval))"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

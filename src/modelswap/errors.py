@@ -110,3 +110,11 @@ class Busy(RegistryError):
 
 class PointerMoved(RegistryError):
     default_hint = "check `modelswap history MODEL`, then retry against the new value"
+
+
+class LocalIOError(ModelswapError):
+    default_hint = "check free space and permissions on the --dest volume"
+
+
+class Cancelled(ModelswapError):
+    default_hint = "the agent is stopping; the next start resumes from a clean state"

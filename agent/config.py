@@ -1,0 +1,41 @@
+"""The agent's configuration: one frozen dataclass, built once from flags (see modelswap.cli)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    registry: str
+    model: str
+    dest: Path
+    pointer: str = "CURRENT"
+    interval_s: float = 10.0
+    jitter: float = 0.1
+    keep: int = 3
+    once: bool = False
+    host: str = "127.0.0.1"
+    port: int = 9101
+    instance_id: str = "localhost"
+    report: bool = False
+    report_interval_s: float = 30.0
+    max_backoff_s: float = 60.0
+
+    def validate(self) -> list[str]:
+        """Messages naming the flag for every value that cannot work."""
+        problems = []
+        if self.interval_s <= 0:
+            problems.append("--interval must be greater than 0 seconds")
+        if not 0 <= self.jitter < 1:
+            problems.append("--jitter must be a fraction in [0, 1), e.g. 0.1 for +-10%")
+        if self.keep < 1:
+            problems.append("--keep must be at least 1 (the linked version)")
+        if not 0 <= self.port <= 65535:
+            problems.append("--port must be 0..65535 (0 picks a free port)")
+        if self.report_interval_s <= 0:
+            problems.append("--report-interval must be greater than 0 seconds")
+        if self.max_backoff_s < self.interval_s:
+            problems.append("--max-backoff must be at least --interval")
+        return problems

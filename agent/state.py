@@ -1,0 +1,132 @@
+"""What the agent knows about itself, for /status, /metrics and the fleet report."""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from modelswap.metadata import utc_now
+
+
+@dataclass
+class Counters:
+    polls: int = 0
+    not_modified: int = 0
+    failures: int = 0
+    downloads: int = 0
+    download_bytes: int = 0
+    verify_failures: int = 0
+    swaps: int = 0
+
+
+@dataclass
+class AgentState:
+    model: str
+    pointer: str
+    instance: str
+    desired_version: str | None = None
+    active_version: str | None = None
+    local_versions: list[str] = field(default_factory=list)
+    last_poll: str | None = None
+    last_success: float | None = None
+    last_change: str | None = None
+    last_error: str | None = "no poll yet"
+    last_hint: str | None = None
+    consecutive_failures: int = 0
+    counters: Counters = field(default_factory=Counters)
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @property
+    def ready(self) -> bool:
+        return self.active_version is not None
+
+    def status(self) -> dict[str, Any]:
+        with self.lock:
+            return {
+                "model": self.model,
+                "pointer": self.pointer,
+                "instance": self.instance,
+                "desired_version": self.desired_version,
+                "active_version": self.active_version,
+                "local_versions": list(self.local_versions),
+                "ready": self.ready,
+                "last_poll": self.last_poll,
+                "last_change": self.last_change,
+                "last_error": self.last_error,
+                "hint": self.last_hint,
+                "consecutive_failures": self.consecutive_failures,
+            }
+
+    def poll_done(self, *, error: str | None, hint: str | None = None) -> None:
+        with self.lock:
+            self.last_poll = utc_now()
+            if error is None:
+                self.consecutive_failures = 0
+                self.last_success = time.time()
+                self.last_error, self.last_hint = self._staleness(), None
+            else:
+                self.consecutive_failures += 1
+                self.counters.failures += 1
+                self.last_error, self.last_hint = error, hint
+
+    def _staleness(self) -> str | None:
+        if self.active_version is None:
+            return "no version linked yet"
+        if self.desired_version != self.active_version:
+            return f"linked {self.active_version}, pointer names {self.desired_version}"
+        return None
+
+    def metrics(self) -> str:
+        with self.lock:
+            c = self.counters
+            labels = (
+                f'model="{_esc(self.model)}",pointer="{_esc(self.pointer)}",'
+                f'active_version="{_esc(self.active_version or "")}",'
+                f'desired_version="{_esc(self.desired_version or "")}"'
+            )
+            rows = [
+                ("counter", "polls_total", "pointer polls", c.polls),
+                ("counter", "polls_not_modified_total", "polls answered 304", c.not_modified),
+                ("counter", "sync_failures_total", "failed syncs", c.failures),
+                ("counter", "downloads_total", "versions downloaded", c.downloads),
+                ("counter", "download_bytes_total", "bytes downloaded", c.download_bytes),
+                (
+                    "counter",
+                    "verify_failures_total",
+                    "checksum or size mismatches",
+                    c.verify_failures,
+                ),
+                ("counter", "swaps_total", "link swaps", c.swaps),
+                (
+                    "gauge",
+                    "consecutive_failures",
+                    "failed syncs in a row",
+                    self.consecutive_failures,
+                ),
+                ("gauge", "ready", "1 when a verified version is linked", int(self.ready)),
+                (
+                    "gauge",
+                    "last_success_timestamp_seconds",
+                    "time of the last good sync",
+                    self.last_success or 0,
+                ),
+            ]
+        out = []
+        for kind, name, help_text, value in rows:
+            out += [
+                f"# HELP modelswap_agent_{name} {help_text}",
+                f"# TYPE modelswap_agent_{name} {kind}",
+                f"modelswap_agent_{name} {value}",
+            ]
+        out += [
+            "# HELP modelswap_agent_info the linked and desired versions",
+            "# TYPE modelswap_agent_info gauge",
+            f"modelswap_agent_info{{{labels}}} 1",
+        ]
+        return "\n".join(out) + "\n"
+
+
+def _esc(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")

@@ -1,0 +1,370 @@
+"""The sidecar agent as a real process against real stores: follow, verify, swap, survive."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import boto3
+import pytest
+
+from modelswap.pointers import Move, move_pointer
+from modelswap.registry import PublishRequest, Registry
+from modelswap.store import open_store
+from tests import seaweed
+from tests.agentproc import AgentProc
+from tests.conftest import BUCKET, run_cli, wait_until
+
+MakeFile = Callable[[str, bytes], Path]
+FAST = ("--interval", "0.3", "--max-backoff", "1")
+
+
+def publish(registry: Registry, make: MakeFile, data: bytes, version: str) -> None:
+    files = {"model.onnx": make("model.onnx", data)}
+    registry.publish(PublishRequest(model="clf", files=files, version=version))
+
+
+def promote(registry: Registry, version: str, kind: str = "promote") -> None:
+    move_pointer(registry, Move("clf", "CURRENT", version, kind, "tester"))
+
+
+def linked(dest: Path) -> str | None:
+    try:
+        return os.readlink(dest / "clf" / "current")
+    except OSError:
+        return None
+
+
+def tree(dest: Path) -> list[str]:
+    return sorted(str(p.relative_to(dest)) for p in dest.rglob("*"))
+
+
+@pytest.fixture
+def two_versions(registry: Registry, model_file: MakeFile) -> Registry:
+    publish(registry, model_file, b"one" * 10_000, "v1")
+    publish(registry, model_file, b"two" * 10_000, "v2")
+    promote(registry, "v1")
+    return registry
+
+
+def test_agent_follows_promote_and_rolls_back_from_cache(
+    registry_url: str, two_versions: Registry, tmp_path: Path
+) -> None:
+    """Promote v2: linked within a poll; roll back to v1: swapped with zero bytes downloaded."""
+    dest = tmp_path / "dest"
+    agent = AgentProc(
+        registry_url,
+        "clf",
+        dest,
+        *FAST,
+        "--report",
+        "--report-interval",
+        "0.5",
+        "--instance-id",
+        "pod-a",
+    ).wait_started()
+    try:
+        wait_until(lambda: linked(dest) == "versions/v1")
+        assert agent.get("/readyz")[0] == 200
+        promote(two_versions, "v2")
+        wait_until(lambda: linked(dest) == "versions/v2", timeout=5)
+        wait_until(lambda: agent.status()["last_error"] is None)
+        status = agent.status()
+        assert (status["desired_version"], status["active_version"]) == ("v2", "v2")
+        assert status["local_versions"] == ["v1", "v2"]
+        downloaded = agent.metric("download_bytes_total")
+        assert downloaded == 60_000
+        promote(two_versions, "v1", "rollback")
+        wait_until(lambda: linked(dest) == "versions/v1", timeout=5)
+        assert agent.metric("download_bytes_total") == downloaded
+        assert agent.metric("swaps_total") == 3
+        assert (dest / "clf/current/model.onnx").read_bytes() == b"one" * 10_000
+        meta = json.loads((dest / "clf/current/metadata.json").read_text())
+        assert meta["version"] == "v1"
+
+        def fleet_on_v1() -> bool:
+            view = json.loads(run_cli("status", "clf", "--json", registry=registry_url).stdout)
+            return view["converged"] and view["instances"][0]["active_version"] == "v1"
+
+        wait_until(fleet_on_v1, timeout=5)
+    finally:
+        assert agent.stop() == 0
+
+
+def test_unchanged_pointer_costs_a_304(
+    registry_url: str, two_versions: Registry, tmp_path: Path
+) -> None:
+    """Polls of an unchanged pointer are answered not-modified and download nothing."""
+    agent = AgentProc(registry_url, "clf", tmp_path / "d", *FAST).wait_started()
+    try:
+        wait_until(lambda: agent.metric("polls_total") >= 5, timeout=10)
+        polls, not_modified = agent.metric("polls_total"), agent.metric("polls_not_modified_total")
+        assert not_modified >= polls - 2  # the first read (and one racing the read) have a body
+        assert agent.metric("downloads_total") == 1
+    finally:
+        agent.stop()
+
+
+def test_corrupted_object_is_never_linked(
+    registry_url: str, two_versions: Registry, tmp_path: Path
+) -> None:
+    """v2's bytes changed in the store (same size): v1 stays linked, the error is visible."""
+    dest = tmp_path / "dest"
+    agent = AgentProc(registry_url, "clf", dest, *FAST).wait_started()
+    try:
+        wait_until(lambda: linked(dest) == "versions/v1")
+        two_versions.store.put("clf/v2/model.onnx", b"TWO" * 10_000)
+        promote(two_versions, "v2")
+        wait_until(lambda: "sha256" in (agent.status()["last_error"] or ""), timeout=5)
+        assert agent.metric("verify_failures_total") >= 1
+        assert linked(dest) == "versions/v1"
+        assert not (dest / "clf/versions/v2").exists()
+        assert list((dest / "clf/.staging").iterdir()) == []
+        assert agent.get("/readyz")[0] == 200
+        failures = [e for e in agent.events if e.get("event") == "sync.failed"]
+        assert failures
+        assert failures[0]["hint"]
+    finally:
+        agent.stop()
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"garbage garbage\n", b"v9\n", b"../x\n", b"v" * (1 << 20)],
+    ids=["garbage", "missing-version", "path", "one-megabyte"],
+)
+def test_bad_pointer_is_refused_and_nothing_changes_on_disk(
+    registry_url: str, two_versions: Registry, tmp_path: Path, content: bytes
+) -> None:
+    """A malformed pointer or one naming a missing version leaves the volume untouched."""
+    dest = tmp_path / "dest"
+    agent = AgentProc(registry_url, "clf", dest, *FAST).wait_started()
+    try:
+        wait_until(lambda: linked(dest) == "versions/v1")
+        before = tree(dest)
+        two_versions.store.put("clf/CURRENT", content)
+        wait_until(lambda: agent.status()["consecutive_failures"] >= 2, timeout=10)
+        status = agent.status()
+        assert status["active_version"] == "v1"
+        assert status["last_error"]
+        assert tree(dest) == before
+        assert agent.get("/readyz")[0] == 200
+        two_versions.store.put("clf/CURRENT", b"v2\n")  # fixing the pointer recovers by itself
+        wait_until(lambda: linked(dest) == "versions/v2", timeout=5)
+        wait_until(lambda: agent.status()["last_error"] is None)
+    finally:
+        agent.stop()
+
+
+def test_sigkill_mid_download_keeps_old_link_and_restart_recovers(
+    registry_url: str, registry: Registry, model_file: MakeFile, tmp_path: Path
+) -> None:
+    """Killed mid-download: the old link never changed; a restart clears staging and links v2."""
+    publish(registry, model_file, b"small", "v1")
+    publish(registry, model_file, os.urandom(1 << 20) * 400, "v2")
+    promote(registry, "v1")
+    dest = tmp_path / "dest"
+    agent = AgentProc(registry_url, "clf", dest, *FAST).wait_started()
+    wait_until(lambda: linked(dest) == "versions/v1")
+    seen: set[str | None] = set()
+    watching = threading.Event()
+    watching.set()
+
+    def watch() -> None:
+        while watching.is_set():
+            seen.add(linked(dest))
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    promote(registry, "v2")
+    staged = dest / "clf/.staging"
+    wait_until(
+        lambda: sum(f.stat().st_size for f in staged.rglob("*") if f.is_file()) > 10 << 20,
+        timeout=20,
+        interval=0.005,
+    )
+    agent.stop(signal.SIGKILL)
+    assert list(staged.iterdir())  # the kill left a half download behind
+    assert linked(dest) == "versions/v1"
+    restarted = AgentProc(registry_url, "clf", dest, *FAST).wait_started()
+    try:
+        wait_until(lambda: linked(dest) == "versions/v2", timeout=30)
+        watching.clear()
+        watcher.join()
+        assert seen == {"versions/v1", "versions/v2"}
+        assert any(e.get("event") == "startup.cleanup" for e in restarted.events)
+        assert [p.name for p in staged.iterdir()] == []
+    finally:
+        restarted.stop()
+
+
+def test_sigterm_mid_download_exits_within_a_second(
+    registry_url: str, registry: Registry, model_file: MakeFile, tmp_path: Path
+) -> None:
+    """SIGTERM during a large download: exit 0 within a second, old version still linked."""
+    publish(registry, model_file, b"small", "v1")
+    publish(registry, model_file, os.urandom(1 << 20) * 400, "v2")
+    promote(registry, "v1")
+    dest = tmp_path / "dest"
+    agent = AgentProc(registry_url, "clf", dest, *FAST).wait_started()
+    wait_until(lambda: linked(dest) == "versions/v1")
+    promote(registry, "v2")
+    staged = dest / "clf/.staging"
+    wait_until(lambda: any(f.is_file() for f in staged.rglob("*")), timeout=20, interval=0.005)
+    started = time.monotonic()
+    assert agent.stop(signal.SIGTERM) == 0
+    assert time.monotonic() - started < 1.0
+    assert linked(dest) == "versions/v1"
+
+
+def test_refresh_and_sighup_poll_at_once(
+    registry_url: str, two_versions: Registry, tmp_path: Path
+) -> None:
+    """With a one-minute interval, POST /refresh and SIGHUP still pick up a promote at once."""
+    dest = tmp_path / "dest"
+    agent = AgentProc(registry_url, "clf", dest, "--interval", "60").wait_started()
+    try:
+        wait_until(lambda: linked(dest) == "versions/v1")
+        promote(two_versions, "v2")
+        agent.refresh()
+        wait_until(lambda: linked(dest) == "versions/v2", timeout=3)
+        promote(two_versions, "v1", "rollback")
+        agent.proc.send_signal(signal.SIGHUP)
+        wait_until(lambda: linked(dest) == "versions/v1", timeout=3)
+    finally:
+        agent.stop()
+
+
+def test_once_links_and_exits_or_fails_clearly(
+    registry_url: str, two_versions: Registry, tmp_path: Path
+) -> None:
+    """--once exits 0 with the version linked; with no pointer it exits 1 with error and hint."""
+    dest = tmp_path / "dest"
+    ok = run_cli("agent", "clf", "--dest", str(dest), "--once", registry=registry_url)
+    assert ok.returncode == 0, ok.stderr
+    assert linked(dest) == "versions/v1"
+    two_versions.store.delete("clf/CURRENT")
+    bad = run_cli(
+        "agent", "clf", "--dest", str(tmp_path / "other"), "--once", registry=registry_url
+    )
+    assert bad.returncode == 1
+    errors = [line for line in bad.stderr.splitlines() if line.startswith(("error:", "hint:"))]
+    assert len(errors) == 2
+    assert "no object" in errors[0]
+
+
+def test_damaged_local_copy_is_replaced_at_start(
+    registry_url: str, two_versions: Registry, tmp_path: Path
+) -> None:
+    """A linked file truncated on disk while the agent was down is re-fetched at start-up."""
+    dest = tmp_path / "dest"
+    assert (
+        run_cli("agent", "clf", "--dest", str(dest), "--once", registry=registry_url).returncode
+        == 0
+    )
+    target = dest / "clf/versions/v1/model.onnx"
+    target.chmod(0o644)
+    target.write_bytes(b"one" * 100)
+    agent = AgentProc(registry_url, "clf", dest, *FAST).wait_started()
+    try:
+        wait_until(lambda: target.exists() and target.read_bytes() == b"one" * 10_000, timeout=5)
+        assert linked(dest) == "versions/v1"
+        assert any("damaged" in str(e.get("detail")) for e in agent.events)
+    finally:
+        agent.stop()
+
+
+def test_twenty_agents_converge_and_status_shows_it(
+    s3_server: object, model_file: MakeFile, tmp_path: Path
+) -> None:
+    """20 agent processes on one pointer all link v2 after a promote; status says converged."""
+    url = f"s3://{BUCKET}/fleet-{tmp_path.name}"
+    reg = Registry(open_store(url))
+    publish(reg, model_file, b"one", "v1")
+    publish(reg, model_file, b"two", "v2")
+    promote(reg, "v1")
+    agents = [
+        AgentProc(
+            url,
+            "clf",
+            tmp_path / f"d{i}",
+            "--interval",
+            "1",
+            "--report",
+            "--report-interval",
+            "2",
+            "--instance-id",
+            f"pod-{i:02d}",
+        )
+        for i in range(20)
+    ]
+    try:
+        for a in agents:
+            a.wait_started(timeout=60)
+        wait_until(
+            lambda: all(linked(tmp_path / f"d{i}") == "versions/v1" for i in range(20)), timeout=30
+        )
+        promote(reg, "v2")
+        wait_until(
+            lambda: all(linked(tmp_path / f"d{i}") == "versions/v2" for i in range(20)), timeout=30
+        )
+
+        def converged() -> bool:
+            view = json.loads(run_cli("status", "clf", "--json", registry=url).stdout)
+            return view["converged"] and len(view["instances"]) == 20
+
+        wait_until(converged, timeout=20, interval=0.5)
+        table = run_cli("status", "clf", registry=url).stdout
+        assert table.splitlines()[0] == "clf/CURRENT -> v2: converged, 20 instance(s)"
+    finally:
+        for a in agents:
+            a.stop()
+
+
+def test_store_outage_keeps_the_link_and_recovers_without_restart(
+    tmp_path: Path, model_file: MakeFile
+) -> None:
+    """SeaweedFS stopped for several polls: link kept, error reported; back up: converges."""
+    server = seaweed.start(tmp_path / "weed")
+    env = server.env()
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        boto3.client("s3").create_bucket(Bucket="outage")
+        url = "s3://outage/models"
+        reg = Registry(open_store(url))
+        publish(reg, model_file, b"one", "v1")
+        publish(reg, model_file, b"two", "v2")
+        promote(reg, "v1")
+        dest = tmp_path / "dest"
+        agent = AgentProc(url, "clf", dest, *FAST).wait_started()
+        try:
+            wait_until(lambda: linked(dest) == "versions/v1")
+            server.stop()
+            wait_until(lambda: agent.status()["consecutive_failures"] >= 3, timeout=30)
+            status = agent.status()
+            assert status["active_version"] == "v1"
+            assert "cannot reach" in status["last_error"]
+            assert agent.get("/readyz")[0] == 200
+            assert agent.get("/healthz")[0] == 200
+            assert linked(dest) == "versions/v1"
+            server = seaweed.start(tmp_path / "weed", ports=server.ports)
+            wait_until(lambda: agent.status()["last_error"] is None, timeout=30)
+            promote(Registry(open_store(url)), "v2")
+            wait_until(lambda: linked(dest) == "versions/v2", timeout=10)
+            assert any(e.get("event") == "sync.recovered" for e in agent.events)
+            assert agent.proc.poll() is None
+        finally:
+            agent.stop()
+    finally:
+        server.stop()
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
