@@ -95,6 +95,10 @@ class Store(abc.ABC):
         """Stream an object's bytes; raises ObjectNotFound before the first chunk."""
 
     @abc.abstractmethod
+    def read_range(self, key: str, start: int, length: int) -> bytes:
+        """Bytes [start, start+length) of an object; raises ObjectNotFound."""
+
+    @abc.abstractmethod
     def upload(
         self,
         key: str,

@@ -245,6 +245,18 @@ class LocalStore(Store):
             raise StoreUnavailable(f"cannot list {self.url}/{prefix}: {e.strerror}") from e
         return sorted(e.name for e in entries if e.is_dir() and e.name != INTERNAL_DIR)
 
+    def read_range(self, key: str, start: int, length: int) -> bytes:
+        try:
+            fd = os.open(self._path(key), os.O_RDONLY)
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError) as e:
+            raise ObjectNotFound(f"no object at {self.url}/{key}") from e
+        except OSError as e:
+            raise StoreUnavailable(f"cannot read {self.url}/{key}: {e.strerror}") from e
+        try:
+            return os.pread(fd, length, start)
+        finally:
+            os.close(fd)
+
     def iter_chunks(self, key: str, chunk_size: int = CHUNK_SIZE) -> Iterator[bytes]:
         try:
             f = open(self._path(key), "rb")  # noqa: SIM115 - closed by the generator below

@@ -174,6 +174,19 @@ class S3Store(Store):
             self._fail(e, prefix, "list")
         return sorted(n for n in names if n)
 
+    def read_range(self, key: str, start: int, length: int) -> bytes:
+        if length <= 0:
+            return b""
+        r = self._call(
+            "read", key, self.client.get_object, Range=f"bytes={start}-{start + length - 1}"
+        )
+        try:
+            return bytes(r["Body"].read())
+        except botocore.exceptions.BotoCoreError as e:
+            self._fail(e, key, "read")
+        finally:
+            r["Body"].close()
+
     def iter_chunks(self, key: str, chunk_size: int = CHUNK_SIZE) -> Iterator[bytes]:
         r = self._call("read", key, self.client.get_object)
         return self._stream(key, r["Body"], chunk_size)

@@ -1,0 +1,123 @@
+"""ONNX Runtime specifics: build a session, read its signature, synthesise a warm-up input."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from modelswap.errors import ModelswapError
+
+_DTYPES = {
+    "tensor(float)": "float32",
+    "tensor(double)": "float64",
+    "tensor(float16)": "float16",
+    "tensor(int64)": "int64",
+    "tensor(int32)": "int32",
+    "tensor(int16)": "int16",
+    "tensor(int8)": "int8",
+    "tensor(uint8)": "uint8",
+    "tensor(bool)": "bool",
+}
+
+
+class ModelLoadError(ModelswapError):
+    default_hint = "the previous version keeps serving; fix the version and move the pointer"
+
+
+@dataclass(frozen=True)
+class Port:
+    name: str
+    type: str
+    shape: tuple[int | str | None, ...]
+
+
+@dataclass(frozen=True)
+class Signature:
+    inputs: tuple[Port, ...]
+    outputs: tuple[Port, ...]
+
+    def incompatibility(self, new: Signature) -> str | None:
+        """Why `new` cannot replace self for callers written against self, or None."""
+        for old_ports, new_ports, kind in (
+            (self.inputs, new.inputs, "input"),
+            (self.outputs, new.outputs, "output"),
+        ):
+            olds = {p.name: p for p in old_ports}
+            news = {p.name: p for p in new_ports}
+            if set(olds) != set(news):
+                return f"{kind} names changed from {sorted(olds)} to {sorted(news)}"
+            for name, o in olds.items():
+                n = news[name]
+                if o.type != n.type:
+                    return f"{kind} {name!r} changed type from {o.type} to {n.type}"
+                if len(o.shape) != len(n.shape):
+                    return f"{kind} {name!r} changed rank from {len(o.shape)} to {len(n.shape)}"
+                for a, b in zip(o.shape, n.shape, strict=True):
+                    if isinstance(a, int) and isinstance(b, int) and a != b:
+                        return f"{kind} {name!r} changed shape from {o.shape} to {n.shape}"
+        return None
+
+
+def find_model_file(folder: Path, model_file: str | None) -> Path:
+    if model_file is not None:
+        path = folder / model_file
+        if not path.is_file():
+            raise ModelLoadError(f"{path} does not exist in the version")
+        return path
+    found = sorted(folder.glob("*.onnx"))
+    if len(found) != 1:
+        raise ModelLoadError(
+            f"{folder} holds {len(found)} .onnx files; expected exactly one",
+            hint="pass ModelLoader(..., model_file='name.onnx')",
+        )
+    return found[0]
+
+
+def create_session(path: Path, options: Any = None, providers: list[str] | None = None) -> Any:
+    import onnxruntime as ort  # noqa: PLC0415 - only apps that load ONNX pay for the import
+
+    try:
+        return ort.InferenceSession(
+            str(path), sess_options=options, providers=providers or ["CPUExecutionProvider"]
+        )
+    except Exception as e:
+        raise ModelLoadError(f"onnxruntime cannot load {path.name}: {_first_line(e)}") from e
+
+
+def signature(session: Any) -> Signature:
+    def ports(items: Any) -> tuple[Port, ...]:
+        return tuple(Port(p.name, p.type, tuple(p.shape)) for p in items)
+
+    return Signature(ports(session.get_inputs()), ports(session.get_outputs()))
+
+
+def warmup_feed(session: Any) -> dict[str, Any]:
+    """One small input per model input: symbolic dimensions become 1."""
+    import numpy as np  # noqa: PLC0415
+
+    feed = {}
+    for p in session.get_inputs():
+        dtype = _DTYPES.get(p.type)
+        if dtype is None:
+            raise ModelLoadError(
+                f"cannot warm up input {p.name!r} of type {p.type}",
+                hint="pass ModelLoader(..., warmup=callable) for this model",
+            )
+        shape = [d if isinstance(d, int) and d > 0 else 1 for d in p.shape]
+        feed[p.name] = np.zeros(shape, dtype=dtype)
+    return feed
+
+
+def warm_up(session: Any) -> None:
+    try:
+        session.run(None, warmup_feed(session))
+    except ModelLoadError:
+        raise
+    except Exception as e:
+        raise ModelLoadError(f"warm-up inference failed: {_first_line(e)}") from e
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return text[0][:300] if text else type(e).__name__
