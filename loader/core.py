@@ -2,8 +2,9 @@
 
 Requests read one reference (`live = self._live`) and keep it for the whole call, so a swap
 never changes a model under a running request. The swapper thread builds and warms the new
-model first and only then replaces that reference; the old model is freed when the last
-request holding it returns, and its memory is handed back to the OS at that moment.
+model first and only then replaces that reference. The old model is retired: the swapper
+waits until no request uses it, drops it and hands its memory back to the OS, all on its own
+thread, so neither the session's teardown nor malloc_trim ever runs on a request path.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ import os
 import signal
 import threading
 import time
-import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -31,6 +31,7 @@ from .onnx_model import ModelLoadError, Signature
 from .watch import LinkWatcher
 
 log = logging.getLogger("modelswap.loader")
+RETIRE_POLL_S = 0.005
 
 
 class ModelNotLoaded(ModelswapError):
@@ -47,7 +48,18 @@ class Loaded:
     metadata: dict[str, Any]
     loaded_at: str
     signature: Signature | None = None
-    __weakref__: Any = field(default=None, init=False, repr=False, compare=False)
+    users: int = field(default=0, repr=False, compare=False)
+    _mu: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    @contextlib.contextmanager
+    def held(self) -> Iterator[Loaded]:
+        with self._mu:
+            self.users += 1
+        try:
+            yield self
+        finally:
+            with self._mu:
+                self.users -= 1
 
 
 def _now() -> str:
@@ -82,6 +94,7 @@ class ModelLoader:
         self.allow_signature_change = allow_signature_change
         self._on_restart = on_restart or (lambda: os.kill(os.getpid(), signal.SIGTERM))
         self._live: Loaded | None = None
+        self._retiring: list[Loaded] = []  # swapped out, freed once no request holds them
         self._target: str | None = None  # resolved path of the last version tried
         self.last_error: str | None = None
         self.swaps = 0
@@ -137,21 +150,19 @@ class ModelLoader:
     @contextlib.contextmanager
     def session(self) -> Iterator[Loaded]:
         """Hold one version for a whole request: every call inside sees the same model."""
-        yield self._current()
+        with self._current().held() as live:
+            yield live
 
     def run(self, *args: Any, **kwargs: Any) -> Any:
         """InferenceSession.run on the live version (or call a custom-loaded model)."""
-        live = self._current()
-        self.requests += 1
-        model = live.model
-        return model.run(*args, **kwargs) if hasattr(model, "run") else model(*args, **kwargs)
+        with self._current().held() as live:
+            self.requests += 1
+            model = live.model
+            return model.run(*args, **kwargs) if hasattr(model, "run") else model(*args, **kwargs)
 
     async def arun(self, *args: Any, **kwargs: Any) -> Any:
         """run() for asyncio apps: the inference runs in a worker thread."""
-        live = self._current()
-        self.requests += 1
-        fn = live.model.run if hasattr(live.model, "run") else live.model
-        return await asyncio.to_thread(fn, *args, **kwargs)
+        return await asyncio.to_thread(self.run, *args, **kwargs)
 
     @property
     def version(self) -> str | None:
@@ -170,10 +181,11 @@ class ModelLoader:
 
     def _loop(self) -> None:
         while not self._stopping.is_set():
-            self._hint.wait(self.poll_interval_s)
+            self._hint.wait(RETIRE_POLL_S if self._retiring else self.poll_interval_s)
             self._hint.clear()
             if self._stopping.is_set():
                 return
+            self._retire()
             try:
                 self._check()
             except Exception as e:
@@ -218,9 +230,19 @@ class ModelLoader:
         self.last_error = None
         if old is not None:
             self.swaps += 1
-            weakref.finalize(old, memory.trim)  # runs when the last request lets go of it
+            self._retiring.append(old)
             del old
+            self._retire()
         log.info("loader.swapped to %s in %.3fs", new.version, self.last_swap_s)
+
+    def _retire(self) -> None:
+        """Drop retired versions no request holds any more, then return their memory."""
+        idle = [old for old in self._retiring if old.users == 0]
+        if not idle:
+            return
+        self._retiring = [old for old in self._retiring if old.users > 0]
+        idle.clear()  # the last references: the sessions are torn down here, on this thread
+        memory.trim()
 
     def _build(self, folder: Path) -> Loaded:
         metadata = _read_metadata(folder)
