@@ -9,6 +9,7 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from modelswap.download import FetchStats, fetch_version, verify_local
 from modelswap.errors import IntegrityError, ModelswapError
 from modelswap.metadata import Metadata, rfc3339, utc_now
 from modelswap.names import POINTER_MAX_BYTES, parse_pointer
@@ -16,7 +17,6 @@ from modelswap.pointers import pointer_key
 from modelswap.registry import Registry
 from modelswap.store import Store
 
-from .fetch import FetchStats, fetch_version, verify_local
 from .layout import Layout
 from .state import AgentState
 

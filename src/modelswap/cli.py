@@ -15,6 +15,15 @@ from modelswap import render
 from modelswap.cleanup import collect_garbage
 from modelswap.config import DEFAULT_REGISTRY, add_flag, default_actor, env
 from modelswap.errors import InvalidMetadata, InvalidPointer, ModelswapError, UsageError
+from modelswap.evaluate import EvaluationError
+from modelswap.gate import (
+    DEFAULT_TOLERANCE,
+    GateError,
+    GateResult,
+    GateSpec,
+    parse_metric,
+    run_gate,
+)
 from modelswap.gitinfo import head_sha
 from modelswap.metadata import Metadata
 from modelswap.names import check_model, check_pointer_name, check_version
@@ -24,6 +33,7 @@ from modelswap.pointers import (
     history,
     list_pointers,
     move_pointer,
+    read_pointer,
     require_pointer,
     rollback_target,
 )
@@ -183,18 +193,99 @@ def _print_move(event: dict[str, Any] | None, model: str, pointer: str, to: str)
         print(f"{model}/{pointer}: {was} -> {event['to']} (event {event['seq']})")
 
 
+def _gate_spec(args: argparse.Namespace) -> GateSpec | None:
+    """The gate asked for by promote's or gate's flags, or None when none was given."""
+    if args.eval_set is None:
+        given = [
+            f for f in ("metric", "evaluator", "tolerance", "min") if getattr(args, f) is not None
+        ]
+        if given:
+            raise UsageError(f"--{given[0]} needs --eval-set", hint="e.g. --eval-set eval.npz")
+        return None
+    name, direction = parse_metric(args.metric or "accuracy")
+    return GateSpec(
+        eval_set=Path(args.eval_set),
+        metric=name,
+        direction=direction,
+        tolerance=DEFAULT_TOLERANCE if args.tolerance is None else args.tolerance,
+        evaluator=args.evaluator,
+        floor=args.min,
+    )
+
+
+def _print_gate(result: GateResult) -> None:
+    print(f"{result.line()}  ({result.metric}:{result.direction}, tolerance {result.tolerance})")
+    for version, metrics in result.metrics.items():
+        role = "candidate" if version == result.candidate else "current"
+        print(f"  {role:<9} {version}: {render.metrics_str(metrics)}")
+    print(f"{'PASS' if result.passed else 'REFUSED'}: {result.verdict}")
+    print(f"  eval set {result.eval_set} sha256:{result.eval_set_sha256[:16]}")
+
+
+def cmd_gate(args: argparse.Namespace) -> int:
+    reg = _registry(args)
+    spec = _gate_spec(args)
+    if spec is None:
+        raise UsageError(
+            "gate needs --eval-set PATH", hint="modelswap gate MODEL VERSION --eval-set eval.npz"
+        )
+    result = run_gate(
+        reg,
+        check_model(args.model),
+        check_version(args.version),
+        spec,
+        against=check_version(args.against) if args.against else None,
+    )
+    if args.json:
+        _print_json(result.event())
+    else:
+        _print_gate(result)
+    return 0 if result.passed else 1
+
+
 def cmd_promote(args: argparse.Namespace) -> int:
     reg = _registry(args)
+    model, pointer = check_model(args.model), check_pointer_name(args.pointer)
+    version = check_version(args.version)
+    if args.force and not args.reason:
+        raise UsageError(
+            "--force needs --reason", hint='e.g. --force --reason "hotfix, eval set stale"'
+        )
+    spec = _gate_spec(args)
+    if args.force and spec is None:
+        raise UsageError(
+            "--force overrides a gate; give the gate's --eval-set too",
+            hint="without gate options promote is not gated and needs no --force",
+        )
+    gate: dict[str, Any] | None = None
+    expect = check_version(args.expect) if args.expect else None
+    if spec is not None:
+        state = read_pointer(reg, model, pointer)
+        against = state.version if state else None
+        try:
+            result = run_gate(reg, model, version, spec, against=against, pointer=pointer)
+        except (GateError, EvaluationError) as e:
+            if not args.force:
+                raise
+            gate = {"error": str(e), "passed": False, "forced": True, "forced_by": args.actor}
+        else:
+            _print_gate(result)
+            if not result.passed and not args.force:
+                print(f"{model}/{pointer} not moved; it still names {against or 'nothing'}")
+                return 1
+            gate = result.event(forced_by=args.actor if not result.passed else None)
+        expect = expect or against  # the pointer must not move while we evaluated
     move = Move(
-        model=check_model(args.model),
-        pointer=check_pointer_name(args.pointer),
-        to=check_version(args.version),
+        model=model,
+        pointer=pointer,
+        to=version,
         type="promote",
         actor=args.actor,
         reason=args.reason,
-        expect=check_version(args.expect) if args.expect else None,
+        gate=gate,
+        expect=expect,
     )
-    _print_move(move_pointer(reg, move), args.model, args.pointer, args.version)
+    _print_move(move_pointer(reg, move), model, pointer, version)
     return 0
 
 
@@ -350,6 +441,9 @@ def cmd_agent(args: argparse.Namespace) -> int:
 # -- parser --------------------------------------------------------------------------------
 
 
+Command = Callable[[str, Callable[[argparse.Namespace], int], str], _Parser]
+
+
 def build_parser() -> argparse.ArgumentParser:
     # The shared flags go on the top parser and on every command, so they may stand before or
     # after the command name; on commands they default to SUPPRESS so a flag given before the
@@ -402,12 +496,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("a", metavar="A")
     p.add_argument("b", metavar="B")
 
-    p = command("promote", cmd_promote, "move a pointer to a version (compare-and-swap)")
-    p.add_argument("model")
-    p.add_argument("version")
-    add_flag(p, "--pointer", default=DEFAULT_POINTER, help="pointer to move")
-    add_flag(p, "--reason", help="why, for the event log")
-    add_flag(p, "--expect", help="refuse unless the pointer names this version now")
+    _add_move_commands(command)
 
     p = command("rollback", cmd_rollback, "move a pointer back to the version live before")
     p.add_argument("model")
@@ -435,9 +524,35 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _add_fleet_commands(
-    command: Callable[[str, Callable[[argparse.Namespace], int], str], _Parser],
-) -> None:
+def _add_gate_flags(p: _Parser) -> None:
+    add_flag(p, "--eval-set", help="fixed evaluation set (.npz with X and y for the built-in)")
+    add_flag(p, "--metric", help="NAME or NAME:max|min (default accuracy:max)")
+    add_flag(p, "--tolerance", type=float, help=f"allowed loss (default {DEFAULT_TOLERANCE})")
+    add_flag(p, "--evaluator", help="module:function(model_dir, eval_set) -> {metric: value}")
+    add_flag(p, "--min", type=float, help="bound the candidate must meet (first promotion)")
+
+
+def _add_move_commands(command: Command) -> None:
+    p = command("promote", cmd_promote, "move a pointer to a version (compare-and-swap)")
+    p.add_argument("model")
+    p.add_argument("version")
+    add_flag(p, "--pointer", default=DEFAULT_POINTER, help="pointer to move")
+    add_flag(p, "--reason", help="why, for the event log")
+    add_flag(p, "--expect", help="refuse unless the pointer names this version now")
+    _add_gate_flags(p)
+    add_flag(
+        p, "--force", action="store_true", help="move even if the gate refuses (needs --reason)"
+    )
+
+    p = command("gate", cmd_gate, "evaluate candidate and current on one eval set; exit 1 if worse")
+    p.add_argument("model")
+    p.add_argument("version", metavar="CANDIDATE")
+    _add_gate_flags(p)
+    add_flag(p, "--against", help="version to compare with (default: the one CURRENT names)")
+    add_flag(p, "--json", action="store_true", help="the gate result as JSON")
+
+
+def _add_fleet_commands(command: Command) -> None:
     p = command("status", cmd_status, "the fleet: which instance serves which version")
     p.add_argument("model")
     add_flag(p, "--pointer", default=DEFAULT_POINTER, help="pointer the fleet follows")

@@ -1,4 +1,4 @@
-"""Download one version into a staging folder, verifying size and sha256 while streaming.
+"""Download one version into a folder, verifying size and sha256 while streaming (agent, gate).
 
 The bytes are hashed as they arrive (no second read pass) and a mismatch stops the download
 at once; only a folder whose every file matched metadata.json is handed back for install.
