@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install lint typecheck test demo clean
+.PHONY: install lint typecheck test demo demo-s3 walkthrough bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,12 @@ test: lint typecheck
 	$(BIN)/pytest
 
 demo: $(STAMP)
+	$(BIN)/python -m examples.demo
+
+demo-s3: $(STAMP)
+	$(BIN)/python -m examples.demo --s3-local
+
+walkthrough: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" bash examples/walkthrough.sh
 
 clean:

@@ -99,8 +99,19 @@ def history(events: list[dict[str, Any]]) -> str:
             str(e.get("from") or "-"),
             str(e.get("to") or "-"),
             str(e.get("type")),
+            gate_str(e.get("gate")),
             str(e.get("reason") or ""),
         ]
         for e in events
     ]
-    return table(["SEQ", "TIME", "ACTOR", "POINTER", "FROM", "TO", "TYPE", "REASON"], rows)
+    return table(["SEQ", "TIME", "ACTOR", "POINTER", "FROM", "TO", "TYPE", "GATE", "REASON"], rows)
+
+
+def gate_str(gate: Any) -> str:
+    if not isinstance(gate, dict):
+        return "-"
+    if gate.get("forced"):
+        return f"FORCED by {gate.get('forced_by')}"
+    if "new" in gate:
+        return f"pass {gate.get('metric')}={gate['new']:.4f}"
+    return "pass" if gate.get("passed") else "refused"
