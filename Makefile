@@ -31,6 +31,9 @@ demo: $(STAMP)
 demo-s3: $(STAMP)
 	$(BIN)/python -m examples.demo --s3-local
 
+bench: $(STAMP)
+	$(BIN)/python -m bench.report
+
 walkthrough: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" bash examples/walkthrough.sh
 

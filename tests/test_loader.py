@@ -180,3 +180,18 @@ def test_custom_load_function_swaps_like_onnx(tmp_path: Path) -> None:
         wait_until(lambda: loader.version == "v2", timeout=5)
         assert loader.run(2) == 40
         assert get_health(loader)[1]["swaps"] == 1
+
+
+def test_loader_import_stays_light() -> None:
+    """Importing the loader pulls in neither boto3 nor aiohttp nor the agent."""
+    import subprocess  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+
+    code = (
+        "import sys, modelswap.loader\n"
+        "heavy = [m for m in ('boto3', 'botocore', 'aiohttp', 'structlog', 'modelswap.agent')"
+        " if m in sys.modules]\n"
+        "print(heavy)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

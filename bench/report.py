@@ -1,0 +1,179 @@
+"""Run every benchmark and write docs/benchmarks.md (`make bench`).
+
+.venv/bin/python -m bench.report [--from-json DIR]   # DIR: reuse agent/loader/gate .json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+from datetime import UTC, datetime
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCHES = {"agent": "bench.agent_bench", "loader": "bench.loader_bench", "gate": "bench.gate_bench"}
+
+
+def machine() -> str:
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
+    mem = next(
+        line.split()[1]
+        for line in Path("/proc/meminfo").read_text().splitlines()
+        if line.startswith("MemTotal")
+    )
+    weed = subprocess.run(
+        ["weed", "version"],
+        capture_output=True,
+        text=True,
+        check=False,
+        env=dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}"),
+    )
+    versions = ", ".join(f"{p} {version(p)}" for p in ("onnxruntime", "boto3", "aiohttp", "numpy"))
+    return (
+        f"{os.cpu_count()} cores ({cpu}), {int(mem) // 1024 // 1024} GiB, "
+        f"Python {platform.python_version()}, {versions}, "
+        f"SeaweedFS {weed.stdout.split()[2] if weed.stdout else '?'}"
+    )
+
+
+def run(name: str, out: Path) -> Any:
+    subprocess.run([sys.executable, "-m", BENCHES[name], "--json", str(out)], cwd=ROOT, check=True)
+    return json.loads(out.read_text())
+
+
+def mark(ok: bool) -> str:
+    return "met" if ok else "**missed**"
+
+
+def render(agent: dict[str, Any], loader: list[dict[str, Any]], gate: dict[str, Any]) -> str:
+    poll, idle, dl = agent["unchanged_poll"], agent["idle_1s_interval"], agent["download_verify"]
+    one = agent["promote_to_swap_1_agents_1s_interval"]
+    fleet_key = next(
+        k
+        for k in agent
+        if k.startswith("promote_to_swap_") and k != "promote_to_swap_1_agents_1s_interval"
+    )
+    fleet = agent[fleet_key]
+    n = fleet_key.split("_")[3]
+    lines = [
+        "# Benchmarks",
+        "",
+        f"Written by `make bench` on {datetime.now(UTC):%Y-%m-%d %H:%M} UTC.",
+        f"Machine: {machine()}.",
+        "Everything talks to 127.0.0.1 only; the S3 store is a SeaweedFS started by the benchmark.",
+        "Absolute times drift on a shared machine: compare ratios taken in the same run.",
+        "",
+        "## Agent (`python -m bench.agent_bench`)",
+        "",
+        "| what | measured | target | |",
+        "|---|---|---|---|",
+        f"| requests per unchanged poll (on the wire, via a counting proxy) | {poll['requests_per_poll']} | 1 | {mark(poll['requests_per_poll'] <= 1.0)} |",
+        f"| bytes per unchanged poll, sent / received | {poll['bytes_sent_per_poll']} / {poll['bytes_received_per_poll']} (a 304, no body) | no body | {mark(poll['bytes_received_per_poll'] < 400)} |",
+        f"| idle CPU at a 1 s interval | {idle['cpu_percent_of_core']}% of a core | < 1% | {mark(idle['cpu_percent_of_core'] < 1)} |",
+        f"| idle RSS | {idle['rss_mb']} MB | < 80 MB | {mark(idle['rss_mb'] < 80)} |",
+        f"| promote -> link swapped, 1 agent, 1 s interval | p50 {one['p50_s']} s, max {one['max_s']} s | interval + jitter + download | {mark(one['max_s'] < 1.1 + 0.5)} |",
+        f"| promote -> link swapped, {n} agents (processes), 1 s interval | p50 {fleet['p50_s']} s, p90 {fleet['p90_s']} s, max {fleet['max_s']} s | interval + jitter + download | {mark(fleet['max_s'] < 1.1 + 0.5)} |",
+        f"| fetch + verify + swap of a {dl['size_mb']} MB version | {dl['agent_fetch_verify_swap_MBps']} MB/s | >= 90% of plain boto3 | {mark(dl['agent_vs_boto3_download'] >= 0.9)} |",
+        f"| boto3 `download_file` of the same object (no verify) | {dl['boto3_download_file_MBps']} MB/s | | ratio {dl['agent_vs_boto3_download']} |",
+        f"| boto3 `download_file` then sha256 | {dl['boto3_download_file_then_sha256_MBps']} MB/s | | |",
+        "",
+        "The agent fetches large files with parallel ranged GETs (4 MB parts, 8 threads, a window of",
+        "10 parts), writes each part at its offset and hashes strictly in order as parts land, so",
+        "verification costs no second read. It does not fsync: that cost a third of a 200 MB fetch",
+        "here, and the start-up check (which re-hashes every local copy) covers a power loss.",
+        "",
+        "## Loader (`python -m bench.loader_bench`)",
+        "",
+        "Each size runs in its own process; one client thread sends requests at half of the",
+        "measured single-thread capacity while the link is swapped 10 times.",
+        "",
+        "| model | bare create + first run | swap -> first request on new version (no traffic) | same under traffic, p50 / max | overhead over bare, p50 | failed requests | p99 steady / during swaps / after | RSS after 1 load / after 10 swaps |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in loader:
+        lat = r["latency_ms"]
+        lines.append(
+            f"| {r['model_mb']} MB | {r['bare_create_and_first_run_ms']} ms | {r['swap_without_traffic_ms_p50']} ms | "
+            f"{r['swap_to_first_new_request_ms_p50']} / {r['swap_to_first_new_request_ms_max']} ms | "
+            f"{r['detection_overhead_ms_p50']} ms | {r['failed_requests']} of {r['requests']} | "
+            f"{lat['steady_p99']} / {lat['during_swaps_p99']} / {lat['after_p99']} ms | "
+            f"{r['rss_mb_after_first_load']} / {r['rss_mb_after_10_swaps']} MB ({r['rss_growth']:+.1%}) |"
+        )
+    lines += [
+        "",
+        "Targets: zero failed requests ("
+        + mark(all(r["failed_requests"] == 0 for r in loader))
+        + "); RSS after 10 swaps within 15% of after 1 ("
+        + mark(all(r["rss_growth"] <= 0.15 for r in loader))
+        + "); p99 during swaps within 2x of steady p99 ("
+        + mark(
+            all(
+                r["latency_ms"]["during_swaps_p99"] <= 2 * r["latency_ms"]["steady_p99"]
+                for r in loader
+            )
+        )
+        + "); detection adds under 50 ms to bare session creation ("
+        + mark(all(r["detection_overhead_ms_p50"] < 50 for r in loader))
+        + ").",
+        "",
+        "Where we miss, and why: the change itself is noticed within 1-2 ms (inotify on the link's",
+        "folder). What the overhead column adds is the build running beside live traffic on a",
+        "2-core machine, and page faults: after each swap the old model's memory is returned to the",
+        "OS (malloc_trim), so the next session faults its pages in again instead of reusing heap,",
+        "which is what keeps RSS flat. The p99 during swaps is the same contention: building a",
+        "session takes a core (and parts of onnxruntime's Python binding hold the GIL) for tens to",
+        "hundreds of milliseconds while requests run. Requests never fail and never see a mixed",
+        "version; they are slower for the duration of the build.",
+        "",
+        "## Gate (`python -m bench.gate_bench`)",
+        "",
+        "`modelswap gate` of v2 against v1 (both downloaded, verified and evaluated) on digits-like",
+        "eval sets; peak RSS is the child's own VmHWM.",
+        "",
+        "| eval set | size | wall time (process start to exit) | peak RSS |",
+        "|---|---|---|---|",
+    ]
+    for key, r in gate.items():
+        lines.append(
+            f"| {key.replace('_', ' ')} | {r['eval_set_mb']} MB | {r['seconds']} s | {r['peak_rss_mb']} MB |"
+        )
+    lines += [
+        "",
+        "Flat peak RSS across sizes is the constant-memory property: rows are read from the",
+        ".npz in batches of 4,096 and metrics are accumulated as sums.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--from-json", help="folder with agent.json, loader.json, gate.json to reuse")
+    ap.add_argument("--out", default=str(ROOT / "docs" / "benchmarks.md"))
+    args = ap.parse_args()
+    results = {}
+    for name in BENCHES:
+        if args.from_json:
+            results[name] = json.loads((Path(args.from_json) / f"{name}.json").read_text())
+        else:
+            (ROOT / "docs").mkdir(exist_ok=True)
+            results[name] = run(name, ROOT / "docs" / f"bench-{name}.json")
+    Path(args.out).write_text(render(results["agent"], results["loader"], results["gate"]))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
