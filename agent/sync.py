@@ -132,6 +132,7 @@ class Syncer:
         with self.state.lock:
             self.state.counters.swaps += 1
             self.state.last_change = utc_now()
+        self._publish_local()
         self._prune(desired)
         return SyncResult(desired, desired, True, stats.bytes, time.monotonic() - started, previous)
 

@@ -73,6 +73,8 @@ def test_agent_follows_promote_and_rolls_back_from_cache(
         assert agent.get("/readyz")[0] == 200
         promote(two_versions, "v2")
         wait_until(lambda: linked(dest) == "versions/v2", timeout=5)
+        # /status follows the link a moment later (the same pass updates it after the swap)
+        wait_until(lambda: agent.status()["active_version"] == "v2")
         wait_until(lambda: agent.status()["last_error"] is None)
         status = agent.status()
         assert (status["desired_version"], status["active_version"]) == ("v2", "v2")
