@@ -86,6 +86,9 @@ def test_agent_follows_promote_and_rolls_back_from_cache(
         assert agent.metric("download_bytes_total") == downloaded
         assert agent.metric("swaps_total") == 3
         assert (dest / "clf/current/model.onnx").read_bytes() == b"one" * 10_000
+        # readable by the app's uid, never writable: a loaded model may memory-map the file
+        assert (dest / "clf/versions/v1/model.onnx").stat().st_mode & 0o777 == 0o444
+        assert (dest / "clf/versions/v1").stat().st_mode & 0o777 == 0o755
         meta = json.loads((dest / "clf/current/metadata.json").read_text())
         assert meta["version"] == "v1"
 
