@@ -1,4 +1,34 @@
-# The agent's image is built in the deployment issue (multi-stage, non-root, BASE as a build
-# argument). Until then this file only marks its place in the layout.
+# The modelswap agent: `modelswap agent MODEL --dest /models`, configured by MODELSWAP_* variables.
+# BASE is a build argument so the image can be built from a locally made base where public
+# images cannot be pulled (scripts/build-image.sh does that). PIP_OPTS="--no-index" with
+# wheels/ filled in builds it offline.
 ARG BASE=python:3.11-slim
+
+FROM ${BASE} AS build
+ARG PIP_OPTS=""
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY src/ src/
+COPY agent/ agent/
+COPY loader/ loader/
+COPY wheels/ wheels/
+# hadolint ignore=DL3013
+RUN python3 -m venv /opt/modelswap \
+    && /opt/modelswap/bin/pip install --no-cache-dir ${PIP_OPTS} --find-links /src/wheels ".[agent]" \
+    && /opt/modelswap/bin/pip uninstall --yes pip \
+    && find /opt/modelswap -name '__pycache__' -prune -exec rm -rf {} +
+
 FROM ${BASE}
+# No compilers and no pip in the final image: only the interpreter and the venv.
+COPY --from=build /opt/modelswap /opt/modelswap
+RUN useradd --uid 10001 --user-group --no-create-home --shell /usr/sbin/nologin modelswap \
+    && mkdir -p /models && chown 10001:10001 /models
+ENV PATH=/opt/modelswap/bin:$PATH \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    MODELSWAP_DEST=/models
+USER 10001:10001
+VOLUME ["/models"]
+EXPOSE 9101
+ENTRYPOINT ["modelswap"]
+CMD ["agent", "--help"]

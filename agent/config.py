@@ -22,6 +22,8 @@ class AgentConfig:
     report: bool = False
     report_interval_s: float = 30.0
     max_backoff_s: float = 60.0
+    on_swap_command: str | None = None
+    on_swap_url: str | None = None
 
     def validate(self) -> list[str]:
         """Messages naming the flag for every value that cannot work."""
@@ -38,4 +40,6 @@ class AgentConfig:
             problems.append("--report-interval must be greater than 0 seconds")
         if self.max_backoff_s < self.interval_s:
             problems.append("--max-backoff must be at least --interval")
+        if self.on_swap_url and not self.on_swap_url.startswith(("http://", "https://")):
+            problems.append("--on-swap-url must be an http:// or https:// URL")
         return problems

@@ -26,6 +26,7 @@ from modelswap.store import Store, open_store
 
 from . import server
 from .config import AgentConfig
+from .hooks import SwapHooks
 from .layout import Layout
 from .state import AgentState
 from .sync import Syncer, SyncResult
@@ -111,6 +112,7 @@ class Agent:
         self.stop = asyncio.Event()
         self.refresh = asyncio.Event()
         self.port: int | None = None
+        self.hooks = SwapHooks(cfg.on_swap_command, cfg.on_swap_url)
 
     async def sync(self) -> SyncResult | None:
         """One pass with its bookkeeping; returns None when it failed (already logged)."""
@@ -137,7 +139,26 @@ class Agent:
                 downloaded_bytes=result.downloaded_bytes,
                 duration_s=round(result.duration_s, 3),
             )
+            await self.call_hooks(result)
         return result
+
+    async def call_hooks(self, result: SyncResult) -> None:
+        if not (self.hooks.command or self.hooks.url):
+            return
+        link = self.syncer.layout.link
+        try:
+            errors = await in_thread(
+                lambda: self.hooks.run(self.cfg.model, result.active, result.previous, link),
+                self.stop,
+            )
+        except Cancelled:
+            return
+        for error in errors:
+            with self.state.lock:
+                self.state.counters.hook_failures += 1
+            log.warning("hook.failed", error=error, version=result.active)
+        if not errors:
+            log.info("hook.done", version=result.active)
 
     async def report(self) -> None:
         if not self.cfg.report:

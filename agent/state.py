@@ -19,6 +19,7 @@ class Counters:
     download_bytes: int = 0
     verify_failures: int = 0
     swaps: int = 0
+    hook_failures: int = 0
 
 
 @dataclass
@@ -99,6 +100,7 @@ class AgentState:
                     c.verify_failures,
                 ),
                 ("counter", "swaps_total", "link swaps", c.swaps),
+                ("counter", "hook_failures_total", "failed on-swap hooks", c.hook_failures),
                 (
                     "gauge",
                     "consecutive_failures",

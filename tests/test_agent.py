@@ -373,3 +373,51 @@ def test_store_outage_keeps_the_link_and_recovers_without_restart(
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+
+
+def test_swap_hooks_tell_a_server_without_the_loader(
+    registry_url: str, two_versions: Registry, tmp_path: Path
+) -> None:
+    """After each swap the agent runs --on-swap-command and POSTs to --on-swap-url."""
+    import http.server  # noqa: PLC0415
+
+    posts: list[dict[str, object]] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            posts.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            return
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    marker = tmp_path / "swaps.txt"
+    dest = tmp_path / "dest"
+    command = f"sh -c 'echo $MODELSWAP_VERSION $MODELSWAP_PREVIOUS_VERSION >> {marker}'"
+    agent = AgentProc(
+        registry_url,
+        "clf",
+        dest,
+        *FAST,
+        "--on-swap-command",
+        command,
+        "--on-swap-url",
+        f"http://127.0.0.1:{server.server_address[1]}/reload",
+    )
+    try:
+        agent.wait_started()
+        promote(two_versions, "v2")
+        wait_until(lambda: len(posts) == 2, timeout=10)
+        assert marker.read_text().splitlines() == ["v1", "v2 v1"]
+        assert [(p["version"], p["previous_version"]) for p in posts] == [
+            ("v1", None),
+            ("v2", "v1"),
+        ]
+        assert str(posts[1]["path"]).endswith("clf/current")
+        assert agent.metric("hook_failures_total") == 0
+    finally:
+        agent.stop()
+        server.shutdown()

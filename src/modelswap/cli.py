@@ -430,6 +430,8 @@ def cmd_agent(args: argparse.Namespace) -> int:
         max_backoff_s=args.max_backoff
         if args.max_backoff is not None
         else max(60.0, args.interval),
+        on_swap_command=args.on_swap_command,
+        on_swap_url=args.on_swap_url,
     )
     problems = cfg.validate()
     if problems:
@@ -585,6 +587,8 @@ def _add_fleet_commands(command: Command) -> None:
     add_flag(
         p, "--max-backoff", type=float, help="cap of the retry delay (default max(60, interval))"
     )
+    add_flag(p, "--on-swap-command", help="run after every swap (env: MODELSWAP_VERSION, ...)")
+    add_flag(p, "--on-swap-url", help="POST {model, version, previous_version, path} after a swap")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,131 @@
+"""The Helm chart rendered offline (Helm's own library), linted, and every manifest validated
+against the Kubernetes schemas of two recent versions; the Dockerfile linted with hadolint."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+from helm_python import Chart, HelmError, lint
+
+ROOT = Path(__file__).resolve().parents[1]
+CHART = ROOT / "helm" / "modelswap"
+KUBE_VERSIONS = ["1.36.0", "1.37.0"]
+VALUES = sorted((CHART / "ci").glob("*-values.yaml"))
+
+
+def render(values: dict[str, Any]) -> list[dict[str, Any]]:
+    with Chart.load(CHART) as chart:
+        out = chart.render(values, name="demo", namespace="ml", is_install=True)
+    docs = []
+    for name, text in out.items():
+        if name.endswith("NOTES.txt"):
+            continue
+        docs += [d for d in yaml.safe_load_all(text) if d]
+    return docs
+
+
+def load_values(path: Path | None) -> dict[str, Any]:
+    return yaml.safe_load(path.read_text()) if path else {}
+
+
+def pod_spec(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    deployment = next(d for d in docs if d["kind"] == "Deployment")
+    return dict(deployment["spec"]["template"]["spec"])
+
+
+@pytest.mark.parametrize("values_file", [None, *VALUES], ids=lambda p: p.stem if p else "defaults")
+def test_chart_renders_lints_and_validates(values_file: Path | None) -> None:
+    """Each values file renders, lints clean, and validates for both Kubernetes versions."""
+    values = load_values(values_file)
+    report = lint(CHART, values, strict=True)
+    assert report["errors"] == [], report
+    assert [m for m in report["messages"] if m["severity"] >= 2] == []
+    docs = render(values)
+    assert "Deployment" in {d["kind"] for d in docs}
+    for doc in docs:
+        for version in KUBE_VERSIONS:
+            kubernetes_validate.validate(doc, version, strict=True)
+
+
+def test_default_pod_has_server_agent_init_and_shared_volume() -> None:
+    """Defaults: the server untouched, an agent sidecar with probes, a --once init, one volume."""
+    spec = pod_spec(render({}))
+    containers = {c["name"]: c for c in spec["containers"]}
+    assert sorted(containers) == ["modelswap-agent", "server"]
+    agent = containers["modelswap-agent"]
+    assert agent["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert agent["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert agent["securityContext"]["readOnlyRootFilesystem"] is True
+    assert agent["securityContext"]["allowPrivilegeEscalation"] is False
+    assert spec["initContainers"][0]["args"] == ["agent", "classifier", "--once"]
+    server = containers["server"]
+    assert server["image"] == "ghcr.io/example/model-server:1.0.0"
+    assert {"name": "model-health", "containerPort": 9102} in server["ports"]
+    assert server["volumeMounts"][0] == {"name": "models", "mountPath": "/models", "readOnly": True}
+    assert spec["volumes"] == [{"name": "models", "emptyDir": {}}]
+
+
+def test_memory_volume_and_native_sidecar() -> None:
+    """medium: Memory with a size limit; the agent as a native sidecar gating the server."""
+    spec = pod_spec(render(load_values(CHART / "ci" / "memory-volume-values.yaml")))
+    assert spec["volumes"][0]["emptyDir"] == {"medium": "Memory", "sizeLimit": "2Gi"}
+    sidecar = spec["initContainers"][0]
+    assert (sidecar["name"], sidecar["restartPolicy"]) == ("modelswap-agent", "Always")
+    assert sidecar["startupProbe"]["httpGet"]["path"] == "/readyz"
+    assert [c["name"] for c in spec["containers"]] == ["server"]
+
+
+def test_secret_and_workload_identity_credentials() -> None:
+    """An existing Secret feeds the agent's env; a ServiceAccount carries cloud annotations."""
+    spec = pod_spec(render(load_values(CHART / "ci" / "s3-secret-values.yaml")))
+    agent = next(c for c in spec["containers"] if c["name"] == "modelswap-agent")
+    assert agent["envFrom"] == [{"secretRef": {"name": "modelswap-s3"}}]
+    env = {e["name"]: e.get("value") for e in agent["env"]}
+    assert env["AWS_ENDPOINT_URL"] == "https://minio.storage.svc:9000"
+    docs = render(load_values(CHART / "ci" / "workload-identity-values.yaml"))
+    account = next(d for d in docs if d["kind"] == "ServiceAccount")
+    assert "eks.amazonaws.com/role-arn" in account["metadata"]["annotations"]
+    assert pod_spec(docs)["serviceAccountName"] == account["metadata"]["name"]
+
+
+def test_server_without_loader_gets_a_swap_webhook() -> None:
+    """The Triton example: no loader port, and the agent POSTs Triton's load API on swaps."""
+    spec = pod_spec(render(load_values(CHART / "ci" / "triton-values.yaml")))
+    agent = next(c for c in spec["containers"] if c["name"] == "modelswap-agent")
+    assert "--on-swap-url=http://127.0.0.1:8000/v2/repository/models/densenet/load" in agent["args"]
+    server = next(c for c in spec["containers"] if c["name"] == "server")
+    assert all(p["name"] != "model-health" for p in server["ports"])
+
+
+@pytest.mark.parametrize(
+    ("values", "fragment"),
+    [
+        ({"registry": {"url": "gs://wrong"}}, "registry"),
+        ({"pointer": "current"}, "pointer"),
+        ({"agent": {"image": "x", "interval": 0}}, "interval"),
+        ({"agent": {"image": "x", "startup": "sometimes"}}, "startup"),
+        ({"volume": {"medium": "Disk"}}, "medium"),
+        ({"agent": {"image": "x", "keep": 0}}, "keep"),
+        ({"agent": {"image": "x", "intervall": 5}}, "intervall"),
+    ],
+)
+def test_bad_values_are_rejected_by_the_schema(values: dict[str, Any], fragment: str) -> None:
+    """values.schema.json refuses bad values at install time, naming the field."""
+    with Chart.load(CHART) as chart, pytest.raises(HelmError) as err:
+        chart.render(values, name="demo", namespace="ml", is_install=True)
+    assert fragment in str(err.value)
+
+
+def test_dockerfile_passes_hadolint() -> None:
+    """The agent's Dockerfile has no hadolint findings."""
+    hadolint = Path(sys.executable).parent / "hadolint"
+    result = subprocess.run(
+        [str(hadolint), str(ROOT / "Dockerfile")], capture_output=True, text=True, check=False
+    )
+    assert (result.returncode, result.stdout) == (0, "")
