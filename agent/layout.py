@@ -30,12 +30,17 @@ class Layout:
         self.link = self.root / "current"
         self.staging = self.root / ".staging"
         self.trash = self.root / ".trash"
+        # The loader's shared mode writes prepared copies here; its workers may run under
+        # another uid than the agent, so the folder is world-writable and sticky, like /tmp.
+        self.prepared = self.root / ".prepared"
 
     def prepare(self) -> list[str]:
         """Create the folders and clear what a crash left behind; returns what was removed."""
         for d in (self.root, self.versions, self.staging, self.trash):
             d.mkdir(parents=True, exist_ok=True)
             d.chmod(0o755)
+        self.prepared.mkdir(exist_ok=True)
+        self.prepared.chmod(0o1777)
         removed = []
         for leftover in [*self.staging.iterdir(), *self.trash.iterdir()]:
             _remove(leftover)

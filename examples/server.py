@@ -1,6 +1,7 @@
 """A small model server that serves whatever version the agent has linked.
 
     python examples/server.py --link DEST/digits/current --port 8080 --health-port 9102
+    python examples/server.py --link ... --workers 4 --shared   # 4 processes, one weight copy
 
 POST /predict {"inputs": [[64 floats], ...]} -> {"version": "v2", "predictions": [3, ...]}.
 Every answer names the version that computed it. The ModelLoader swaps versions under the
@@ -11,6 +12,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import os
 import signal
 from typing import Any
 
@@ -44,14 +47,10 @@ async def predict(request: web.Request) -> web.Response:
     return web.json_response(result)
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--link", required=True)
-    ap.add_argument("--host", default="127.0.0.1")
-    ap.add_argument("--port", type=int, default=8080)
-    ap.add_argument("--health-port", type=int, default=9102)
-    args = ap.parse_args()
-    loader = ModelLoader(args.link, health_port=args.health_port, poll_interval_s=0.5).start()
+def serve(
+    link: str, host: str, port: int, health_port: int, *, shared: bool, reuse_port: bool
+) -> None:
+    loader = ModelLoader(link, health_port=health_port, poll_interval_s=0.5, shared=shared).start()
     app = web.Application()
     app[LOADER] = loader
     app.router.add_post("/predict", predict)
@@ -61,7 +60,47 @@ def main() -> None:
 
     app.on_cleanup.append(on_cleanup)
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # graceful stop on SIGTERM too
-    web.run_app(app, host=args.host, port=args.port, print=None, access_log=None)
+    web.run_app(app, host=host, port=port, print=None, access_log=None, reuse_port=reuse_port)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--link", required=True)
+    ap.add_argument("--host", default="127.0.0.1")
+    ap.add_argument("--port", type=int, default=8080)
+    ap.add_argument("--health-port", type=int, default=9102, help="worker i uses this + i")
+    ap.add_argument("--workers", type=int, default=1, help="processes sharing the port")
+    ap.add_argument("--shared", action="store_true", help="one prepared weight copy per host")
+    args = ap.parse_args()
+    if args.workers == 1:
+        serve(
+            args.link, args.host, args.port, args.health_port, shared=args.shared, reuse_port=False
+        )
+        return
+    children = []
+    for i in range(args.workers):
+        pid = os.fork()
+        if pid == 0:  # a worker: its own loader, the port shared through SO_REUSEPORT
+            serve(
+                args.link,
+                args.host,
+                args.port,
+                args.health_port + i,
+                shared=args.shared,
+                reuse_port=True,
+            )
+            os._exit(0)
+        children.append(pid)
+
+    def forward(signum: int, _: object) -> None:
+        for child in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child, signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    for child in children:
+        os.waitpid(child, 0)
 
 
 if __name__ == "__main__":

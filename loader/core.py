@@ -25,9 +25,10 @@ from typing import Any
 
 from modelswap.errors import ModelswapError
 
-from . import memory, onnx_model
+from . import memory, onnx_model, shared
 from .health import HealthServer
 from .onnx_model import ModelLoadError, Signature
+from .shared import PREPARED_DIR
 from .watch import LinkWatcher
 
 log = logging.getLogger("modelswap.loader")
@@ -82,6 +83,8 @@ class ModelLoader:
         poll_interval_s: float = 1.0,
         allow_signature_change: bool = False,
         on_restart: Callable[[], None] | None = None,
+        shared: bool = False,
+        prepared_dir: str | os.PathLike[str] | None = None,
     ) -> None:
         if on_change not in ("swap", "restart"):
             raise ValueError("on_change must be 'swap' or 'restart'")
@@ -93,6 +96,9 @@ class ModelLoader:
         self.poll_interval_s = poll_interval_s
         self.allow_signature_change = allow_signature_change
         self._on_restart = on_restart or (lambda: os.kill(os.getpid(), signal.SIGTERM))
+        self.shared = shared
+        self.prepared_root = Path(prepared_dir) if prepared_dir else self.link.parent / PREPARED_DIR
+        self.shared_error: str | None = None
         self._live: Loaded | None = None
         self._retiring: list[Loaded] = []  # swapped out, freed once no request holds them
         self._target: str | None = None  # resolved path of the last version tried
@@ -235,6 +241,19 @@ class ModelLoader:
             self._retire()
         log.info("loader.swapped to %s in %.3fs", new.version, self.last_swap_s)
 
+    def _shared_session(self, path: Path, version: str, metadata: dict[str, Any]) -> Any:
+        """A session on this host's prepared copy, or None (and why, in /health) to load
+        privately instead."""
+        try:
+            prepared = shared.prepared_model(path, version, metadata, self.prepared_root)
+            session = onnx_model.create_session(prepared, self.session_options, self.providers)
+        except Exception as e:  # noqa: BLE001 - any failure to share falls back to a private load
+            self.shared_error = f"{version}: loaded privately, shared copy unavailable: {e}"
+            log.warning("loader.shared_fallback: %s", self.shared_error)
+            return None
+        self.shared_error = None
+        return session
+
     def _retire(self) -> None:
         """Drop retired versions no request holds any more, then return their memory."""
         idle = [old for old in self._retiring if old.users == 0]
@@ -243,6 +262,9 @@ class ModelLoader:
         self._retiring = [old for old in self._retiring if old.users > 0]
         idle.clear()  # the last references: the sessions are torn down here, on this thread
         memory.trim()
+        live = self._live
+        if self.shared and live is not None:
+            shared.remove_stale(self.prepared_root, self.link.parent / "versions", {live.version})
 
     def _build(self, folder: Path) -> Loaded:
         metadata = _read_metadata(folder)
@@ -259,7 +281,9 @@ class ModelLoader:
                     raise ModelLoadError(f"warm-up failed: {e}") from e
             return Loaded(version, folder, model, metadata, _now())
         path = onnx_model.find_model_file(folder, self.model_file)
-        session = onnx_model.create_session(path, self.session_options, self.providers)
+        session = self._shared_session(path, version, metadata) if self.shared else None
+        if session is None:
+            session = onnx_model.create_session(path, self.session_options, self.providers)
         sig = onnx_model.signature(session)
         live = self._live
         if live is not None and live.signature is not None and not self.allow_signature_change:
@@ -295,6 +319,8 @@ class ModelLoader:
             "link": str(self.link),
             "path": str(live.path) if live else None,
             "watch": "inotify+poll" if self._watcher.native else "poll",
+            "shared": self.shared and self.shared_error is None,
+            "shared_error": self.shared_error,
         }
         return (200 if live is not None else 503), body
 

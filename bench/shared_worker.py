@@ -1,0 +1,68 @@
+"""A serving worker for bench.shared_bench: fixed request rate, latencies to a file."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from modelswap.loader import ModelLoader
+
+
+def main() -> None:
+    link, out, width, shared, rate = (
+        Path(sys.argv[1]),
+        Path(sys.argv[2]),
+        int(sys.argv[3]),
+        sys.argv[4] == "shared",
+        float(sys.argv[5]),
+    )
+    stop = False
+
+    def on_term(*_: object) -> None:
+        nonlocal stop
+        stop = True
+
+    signal.signal(signal.SIGTERM, on_term)
+    loader = ModelLoader(link, shared=shared, poll_interval_s=0.05).start()
+    x = np.ones((1, width), dtype=np.float32)
+    records: list[tuple[float, float, str]] = []
+    failures = 0
+    next_at = time.monotonic()
+    last_write = 0.0
+    while not stop:
+        next_at += 1 / rate
+        t = time.time()
+        try:
+            with loader.session() as live:
+                live.model.run(None, {"input": x})
+                records.append((t, time.time() - t, live.version))
+        except Exception:  # noqa: BLE001 - counted
+            failures += 1
+        if time.monotonic() - last_write > 0.1:
+            health = loader.health()[1]
+            tmp = out.with_suffix(".tmp")
+            tmp.write_text(
+                json.dumps(
+                    {
+                        "pid": os.getpid(),
+                        "version": loader.version,
+                        "failures": failures,
+                        "shared": health["shared"],
+                        "records": records,
+                    }
+                )
+            )
+            tmp.replace(out)
+            last_write = time.monotonic()
+        time.sleep(max(0.0, next_at - time.monotonic()))
+    loader.stop()
+
+
+if __name__ == "__main__":
+    main()
