@@ -7,6 +7,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from modelswap import promtext
 from modelswap.metadata import utc_now
 
 
@@ -82,12 +83,13 @@ class AgentState:
     def metrics(self) -> str:
         with self.lock:
             c = self.counters
-            labels = (
-                f'model="{_esc(self.model)}",pointer="{_esc(self.pointer)}",'
-                f'active_version="{_esc(self.active_version or "")}",'
-                f'desired_version="{_esc(self.desired_version or "")}"'
-            )
-            rows = [
+            info = {
+                "model": self.model,
+                "pointer": self.pointer,
+                "active_version": self.active_version or "",
+                "desired_version": self.desired_version or "",
+            }
+            rows: list[promtext.Row] = [
                 ("counter", "polls_total", "pointer polls", c.polls),
                 ("counter", "polls_not_modified_total", "polls answered 304", c.not_modified),
                 ("counter", "sync_failures_total", "failed syncs", c.failures),
@@ -115,20 +117,4 @@ class AgentState:
                     self.last_success or 0,
                 ),
             ]
-        out = []
-        for kind, name, help_text, value in rows:
-            out += [
-                f"# HELP modelswap_agent_{name} {help_text}",
-                f"# TYPE modelswap_agent_{name} {kind}",
-                f"modelswap_agent_{name} {value}",
-            ]
-        out += [
-            "# HELP modelswap_agent_info the linked and desired versions",
-            "# TYPE modelswap_agent_info gauge",
-            f"modelswap_agent_info{{{labels}}} 1",
-        ]
-        return "\n".join(out) + "\n"
-
-
-def _esc(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+        return promtext.render("modelswap_agent", rows, info)

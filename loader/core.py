@@ -23,6 +23,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from modelswap import promtext
 from modelswap.errors import ModelswapError
 
 from . import memory, onnx_model, shared
@@ -326,7 +327,7 @@ class ModelLoader:
 
     def metrics(self) -> str:
         live = self._live
-        rows = [
+        rows: list[promtext.Row] = [
             ("gauge", "model_loaded", "1 when a model is serving", int(live is not None)),
             ("counter", "swaps_total", "versions swapped in", self.swaps),
             ("counter", "swap_failures_total", "versions refused", self.swap_failures),
@@ -338,19 +339,7 @@ class ModelLoader:
                 self.last_swap_s or 0,
             ),
         ]
-        out = []
-        for kind, name, text, value in rows:
-            out += [
-                f"# HELP modelswap_loader_{name} {text}",
-                f"# TYPE modelswap_loader_{name} {kind}",
-                f"modelswap_loader_{name} {value}",
-            ]
-        version = (live.version if live else "").replace('"', "")
-        out += [
-            "# TYPE modelswap_loader_info gauge",
-            f'modelswap_loader_info{{version="{version}"}} 1',
-        ]
-        return "\n".join(out) + "\n"
+        return promtext.render("modelswap_loader", rows, {"version": live.version if live else ""})
 
 
 def _read_metadata(folder: Path) -> dict[str, Any]:

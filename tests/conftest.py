@@ -24,16 +24,10 @@ BUCKET = "modelswap-tests"
 @pytest.fixture(scope="session")
 def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[seaweed.Seaweed]:
     server = seaweed.start(tmp_path_factory.mktemp("seaweed"))
-    saved = {k: os.environ.get(k) for k in server.env()}
-    os.environ.update(server.env())  # boto3 reads the standard AWS variables, as users' do
-    boto3.client("s3").create_bucket(Bucket=BUCKET)
-    yield server
-    server.stop()
-    for k, v in saved.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
+    with seaweed.aws_env(server):  # boto3 reads the standard AWS variables, as users' do
+        boto3.client("s3").create_bucket(Bucket=BUCKET)
+        yield server
+        server.stop()
 
 
 @pytest.fixture(params=["local", "s3"])

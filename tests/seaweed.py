@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import shutil
@@ -10,6 +11,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -133,3 +135,19 @@ def _s3_answers(server: Seaweed) -> bool:
     except Exception:  # noqa: BLE001 - any failure means "not ready yet"
         return False
     return True
+
+
+@contextlib.contextmanager
+def aws_env(server: Seaweed) -> Iterator[None]:
+    """Point the standard AWS variables at server, as a user's environment would, and restore
+    them afterwards."""
+    saved = {k: os.environ.get(k) for k in server.env()}
+    os.environ.update(server.env())
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v

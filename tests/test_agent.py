@@ -336,43 +336,36 @@ def test_store_outage_keeps_the_link_and_recovers_without_restart(
 ) -> None:
     """SeaweedFS stopped for several polls: link kept, error reported; back up: converges."""
     server = seaweed.start(tmp_path / "weed")
-    env = server.env()
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
     try:
-        boto3.client("s3").create_bucket(Bucket="outage")
-        url = "s3://outage/models"
-        reg = Registry(open_store(url))
-        publish(reg, model_file, b"one", "v1")
-        publish(reg, model_file, b"two", "v2")
-        promote(reg, "v1")
-        dest = tmp_path / "dest"
-        agent = AgentProc(url, "clf", dest, *FAST).wait_started()
-        try:
-            wait_until(lambda: linked(dest) == "versions/v1")
-            server.stop()
-            wait_until(lambda: agent.status()["consecutive_failures"] >= 3, timeout=30)
-            status = agent.status()
-            assert status["active_version"] == "v1"
-            assert "cannot reach" in status["last_error"]
-            assert agent.get("/readyz")[0] == 200
-            assert agent.get("/healthz")[0] == 200
-            assert linked(dest) == "versions/v1"
-            server = seaweed.start(tmp_path / "weed", ports=server.ports)
-            wait_until(lambda: agent.status()["last_error"] is None, timeout=30)
-            promote(Registry(open_store(url)), "v2")
-            wait_until(lambda: linked(dest) == "versions/v2", timeout=10)
-            assert any(e.get("event") == "sync.recovered" for e in agent.events)
-            assert agent.proc.poll() is None
-        finally:
-            agent.stop()
+        with seaweed.aws_env(server):
+            boto3.client("s3").create_bucket(Bucket="outage")
+            url = "s3://outage/models"
+            reg = Registry(open_store(url))
+            publish(reg, model_file, b"one", "v1")
+            publish(reg, model_file, b"two", "v2")
+            promote(reg, "v1")
+            dest = tmp_path / "dest"
+            agent = AgentProc(url, "clf", dest, *FAST).wait_started()
+            try:
+                wait_until(lambda: linked(dest) == "versions/v1")
+                server.stop()
+                wait_until(lambda: agent.status()["consecutive_failures"] >= 3, timeout=30)
+                status = agent.status()
+                assert status["active_version"] == "v1"
+                assert "cannot reach" in status["last_error"]
+                assert agent.get("/readyz")[0] == 200
+                assert agent.get("/healthz")[0] == 200
+                assert linked(dest) == "versions/v1"
+                server = seaweed.start(tmp_path / "weed", ports=server.ports)
+                wait_until(lambda: agent.status()["last_error"] is None, timeout=30)
+                promote(Registry(open_store(url)), "v2")
+                wait_until(lambda: linked(dest) == "versions/v2", timeout=10)
+                assert any(e.get("event") == "sync.recovered" for e in agent.events)
+                assert agent.proc.poll() is None
+            finally:
+                agent.stop()
     finally:
-        server.stop()
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+        server.stop()  # the restarted server too: `server` is rebound above
 
 
 def test_swap_hooks_tell_a_server_without_the_loader(
