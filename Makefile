@@ -32,6 +32,7 @@ demo-s3: $(STAMP)
 	$(BIN)/python -m examples.demo --s3-local
 
 bench: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
 	$(BIN)/python -m bench.report
 
 walkthrough: $(STAMP)

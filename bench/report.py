@@ -22,6 +22,9 @@ BENCHES = {
     "loader": "bench.loader_bench",
     "gate": "bench.gate_bench",
     "shared": "bench.shared_bench",
+    "peers": "bench.peers_bench",
+    "fleet": "bench.fleet_bench",
+    "restart": "bench.restart_bench",
 }
 
 
@@ -86,6 +89,92 @@ def render_shared(r: dict[str, Any]) -> list[str]:
         "walking page tables of one file. Shared mode is off by default.",
         "",
     ]
+
+
+def render_peers(peers: dict[str, Any]) -> list[str]:
+    lines = [
+        "## Download + verify against the tools people use (`python -m bench.peers_bench`)",
+        "",
+        "Whole commands, median of 3, same SeaweedFS, same objects, same run. Every peer is followed",
+        "by a sha256 of what it wrote (none of them checks the bytes against metadata.json); the",
+        "agent's figure includes its own verification, the link swap and process start-up.",
+        "",
+    ]
+    peer_names = ["s5cmd", "aws s3 cp", "kserve-storage", "rclone"]
+    limit_names = [
+        "plain GET to /dev/null",
+        "sha256 of the files (page cache)",
+        "plain local copy to the destination",
+    ]
+    for case, row in peers.items():
+        ours = row["modelswap agent --once"]["MBps"]
+        fastest_peer = max(peer_names, key=lambda n: row[n]["MBps"])
+        slowest_limit = min(limit_names, key=lambda n: row[n]["MBps"])
+        lines += [f"### {case}", "", "| tool | MB/s | time | vs modelswap |", "|---|---|---|---|"]
+        for tool, r in row.items():
+            lines.append(f"| {tool} | {r['MBps']} | {r['seconds']} s | {r['MBps'] / ours:.2f}x |")
+        lines += [
+            "",
+            f"Targets: at least as fast as the fastest peer ({fastest_peer}, {row[fastest_peer]['MBps']} MB/s): "
+            f"{mark(ours >= row[fastest_peer]['MBps'])}; within 10% of the slowest limit "
+            f"({slowest_limit}, {row[slowest_limit]['MBps']} MB/s): {mark(ours >= 0.9 * row[slowest_limit]['MBps'])}.",
+            "",
+        ]
+    return lines
+
+
+def render_fleet(fleet: dict[str, Any], restart: dict[str, Any]) -> list[str]:
+    lines = [
+        "## Propagation to a fleet (`python -m bench.fleet_bench`)",
+        "",
+        "Time from the real `modelswap promote` command starting to each agent process having",
+        "swapped its link; three promotes, every agent counted.",
+        "",
+        "| case | p50 | p90 | p99 | max | samples |",
+        "|---|---|---|---|---|---|",
+    ]
+    for key, q in fleet.items():
+        if key.startswith("promote_to_"):
+            lines.append(
+                f"| {key.removeprefix('promote_to_').replace('_', ' ')} | {q['p50_s']} s | {q['p90_s']} s | {q['p99_s']} s | {q['max_s']} s | {q['n']} |"
+            )
+    plain = next(v for k, v in fleet.items() if k.startswith("promote_to_") and "refresh" not in k)
+    pushed = next(v for k, v in fleet.items() if k.endswith("with_refresh"))
+    lines += [
+        "",
+        f"Targets: every agent within interval + jitter + download + 200 ms (2 s + 0.2 s + ~0 + 0.2 s = 2.4 s, plus the "
+        f"promote command's own ~0.5 s start-up): max {plain['max_s']} s, {mark(plain['max_s'] <= 2.9)}; with /refresh "
+        f"pushed, under 1 s: max {pushed['max_s']} s, {mark(pushed['max_s'] < 1.0)}.",
+        "",
+    ]
+    agent, loader = fleet["idle_agent_10s_interval"], fleet["idle_loader"]
+    lines += [
+        "## Idle cost (`python -m bench.fleet_bench`)",
+        "",
+        "| process | CPU | RSS | requests per hour | traffic per hour |",
+        "|---|---|---|---|---|",
+        f"| agent, 10 s interval | {agent['cpu_percent_of_core']}% of a core | {agent['rss_mb']} MB | {agent['requests_per_hour']} | {agent['kb_per_hour']} KB |",
+        f"| loader, 10 MB model, nothing served | {loader['cpu_percent_of_core']}% of a core | {loader['rss_mb_10mb_model']} MB (model included) | 0 | 0 |",
+        "",
+        "## Hot swap against restart (`python -m bench.restart_bench`)",
+        "",
+        "The example server at 100 requests/s switches from v1 to v2 (10 MB models).",
+        "",
+        "| switch | failed requests (3 s after) | longest time without an answer | p99 steady | p99 in the 3 s after |",
+        "|---|---|---|---|---|",
+    ]
+    for mode, r in restart.items():
+        lines.append(
+            f"| {mode} | {r['failed_requests']} of {r['requests_in_3s_after']} | {r['longest_gap_without_an_answer_ms']} ms | {r['p99_ms_steady']} ms | {r['p99_ms_3s_after_switch']} ms |"
+        )
+    hot = restart["hot swap"]
+    lines += [
+        "",
+        f"Target: hot swap drops nothing ({mark(hot['failed_requests'] == 0)}) and has no gap "
+        f"(longest wait {hot['longest_gap_without_an_answer_ms']} ms, at 100 requests/s one request is 10 ms apart).",
+        "",
+    ]
+    return lines
 
 
 def render(agent: dict[str, Any], loader: list[dict[str, Any]], gate: dict[str, Any]) -> str:
@@ -209,12 +298,18 @@ def main() -> None:
     results = {}
     for name in BENCHES:
         if args.from_json:
-            results[name] = json.loads((Path(args.from_json) / f"{name}.json").read_text())
+            path = Path(args.from_json) / f"{name}.json"
+            if path.exists():
+                results[name] = json.loads(path.read_text())
         else:
             (ROOT / "docs").mkdir(exist_ok=True)
             results[name] = run(name, ROOT / "docs" / f"bench-{name}.json")
     text = render(results["agent"], results["loader"], results["gate"])
     text += "\n" + "\n".join(render_shared(results["shared"]))
+    if "peers" in results:
+        text += "\n" + "\n".join(render_peers(results["peers"]))
+    if "fleet" in results and "restart" in results:
+        text += "\n" + "\n".join(render_fleet(results["fleet"], results["restart"]))
     Path(args.out).write_text(text)
     print(f"wrote {args.out}")
 

@@ -1,0 +1,221 @@
+"""Download + verify of one version: the agent against s5cmd, aws s3 cp, KServe's storage
+initializer and rclone (each followed by a sha256 check, which none of them does against
+our metadata), and against this machine's limits, all in one run on one SeaweedFS.
+
+    .venv/bin/python -m bench.peers_bench [--json out.json] [--sizes 200,1024] [--small 50]
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import boto3
+from tests import seaweed
+
+from modelswap.pointers import Move, move_pointer
+from modelswap.registry import PublishRequest, Registry
+from modelswap.store import open_store
+
+BIN = Path(sys.executable).parent
+URL = "s3://bench/models"
+
+
+def sha256_tree(folder: Path) -> None:
+    for f in sorted(p for p in folder.rglob("*") if p.is_file() and p.name != "metadata.json"):
+        h = hashlib.sha256()
+        with open(f, "rb") as src:
+            while chunk := src.read(1 << 20):
+                h.update(chunk)
+
+
+def timed(fn: Callable[[], None], repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        t = time.monotonic()
+        fn()
+        times.append(time.monotonic() - t)
+    return statistics.median(times)
+
+
+def run(cmd: list[str], env: dict[str, str] | None = None) -> None:
+    subprocess.run(cmd, check=True, capture_output=True, env={**os.environ, **(env or {})})
+
+
+def tools(server: seaweed.Seaweed, model: str, out: Path) -> dict[str, Callable[[], None]]:
+    prefix = f"models/{model}/v1"
+    rclone_env = {
+        "RCLONE_CONFIG_SW_TYPE": "s3",
+        "RCLONE_CONFIG_SW_PROVIDER": "Other",
+        "RCLONE_CONFIG_SW_ENDPOINT": server.endpoint,
+        "RCLONE_CONFIG_SW_ACCESS_KEY_ID": seaweed.ACCESS_KEY,
+        "RCLONE_CONFIG_SW_SECRET_ACCESS_KEY": seaweed.SECRET_KEY,
+    }
+
+    def fresh() -> Path:
+        shutil.rmtree(out, ignore_errors=True)
+        out.mkdir(parents=True)
+        return out
+
+    def modelswap() -> None:
+        fresh()
+        run(
+            [
+                sys.executable,
+                "-m",
+                "modelswap",
+                "agent",
+                model,
+                "--dest",
+                str(out),
+                "--once",
+                "--registry",
+                URL,
+            ]
+        )
+
+    def s5cmd() -> None:
+        run(
+            [
+                str(BIN / "s5cmd"),
+                "--endpoint-url",
+                server.endpoint,
+                "cp",
+                f"s3://bench/{prefix}/*",
+                str(fresh()) + "/",
+            ]
+        )
+        sha256_tree(out)
+
+    def awscli() -> None:
+        run(
+            [
+                str(BIN / "aws"),
+                "s3",
+                "cp",
+                "--recursive",
+                "--endpoint-url",
+                server.endpoint,
+                f"s3://bench/{prefix}/",
+                str(fresh()),
+            ]
+        )
+        sha256_tree(out)
+
+    def kserve() -> None:
+        code = (
+            "from kserve_storage import Storage; import sys; "
+            "Storage.download(sys.argv[1], sys.argv[2])"
+        )
+        run(
+            [sys.executable, "-c", code, f"s3://bench/{prefix}/", str(fresh())],
+            env={"S3_ENDPOINT": server.endpoint.removeprefix("http://"), "S3_USE_HTTPS": "0"},
+        )
+        sha256_tree(out)
+
+    def rclone() -> None:
+        run(
+            [str(BIN / "rclone"), "copy", "--transfers", "8", f"sw:bench/{prefix}", str(fresh())],
+            env=rclone_env,
+        )
+        sha256_tree(out)
+
+    return {
+        "modelswap agent --once": modelswap,
+        "s5cmd": s5cmd,
+        "aws s3 cp": awscli,
+        "kserve-storage": kserve,
+        "rclone": rclone,
+    }
+
+
+def limits(model: str, folder: Path, out: Path) -> dict[str, Callable[[], None]]:
+    client = boto3.client("s3")
+    keys = [
+        o["Key"]
+        for o in client.list_objects_v2(Bucket="bench", Prefix=f"models/{model}/v1/")["Contents"]
+        if not o["Key"].endswith("metadata.json")
+    ]
+
+    def raw_get() -> None:
+        for key in keys:
+            body = client.get_object(Bucket="bench", Key=key)["Body"]
+            for _ in body.iter_chunks(1 << 20):
+                pass
+
+    def sha() -> None:
+        sha256_tree(folder)
+
+    def copy() -> None:
+        shutil.rmtree(out, ignore_errors=True)
+        shutil.copytree(folder, out)
+
+    return {
+        "plain GET to /dev/null": raw_get,
+        "sha256 of the files (page cache)": sha,
+        "plain local copy to the destination": copy,
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--sizes", default="200,1024", help="single-file versions, MB")
+    ap.add_argument("--small", type=int, default=50, help="files in the many-small-files version")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--json")
+    args = ap.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="modelswap-peers-"))
+    server = seaweed.start(work / "weed")
+    results: dict[str, Any] = {}
+    try:
+        with seaweed.aws_env(server):
+            boto3.client("s3").create_bucket(Bucket="bench")
+            reg = Registry(open_store(URL))
+            cases: dict[str, Path] = {}
+            for mb in (int(s) for s in args.sizes.split(",")):
+                folder = work / "src" / f"single-{mb}mb"
+                folder.mkdir(parents=True)
+                with open(folder / "model.onnx", "wb") as f:
+                    block = os.urandom(1 << 20)
+                    for _ in range(mb):
+                        f.write(block)
+                cases[f"one {mb} MB file"] = folder
+            small = work / "src" / "small"
+            small.mkdir(parents=True)
+            for i in range(args.small):
+                (small / f"shard-{i:03d}.bin").write_bytes(os.urandom(256 << 10))
+            cases[f"{args.small} files of 256 KB"] = small
+            for i, (name, folder) in enumerate(cases.items()):
+                model = f"m{i}"
+                files = {p.name: p for p in folder.iterdir()}
+                reg.publish(PublishRequest(model=model, files=files, version="v1"))
+                move_pointer(reg, Move(model, "CURRENT", "v1", "promote", "bench"))
+                size_mb = sum(p.stat().st_size for p in folder.iterdir()) / (1 << 20)
+                out = work / "out"
+                row = {}
+                for tool, fn in {**tools(server, model, out), **limits(model, folder, out)}.items():
+                    seconds = timed(fn, args.repeats)
+                    row[tool] = {"seconds": round(seconds, 3), "MBps": round(size_mb / seconds, 1)}
+                    print(f"{name:>22} {tool:<36} {row[tool]['MBps']:>8} MB/s", flush=True)
+                results[name] = row
+    finally:
+        server.stop()
+        shutil.rmtree(work, ignore_errors=True)
+    print(json.dumps(results, indent=2))
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
