@@ -39,7 +39,12 @@ WINDOW = 10
 class FetchStats:
     bytes: int = 0
     files: int = 0
-    per_file: dict[str, int] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def add(self, nbytes: int = 0, files: int = 0) -> None:
+        with self.lock:  # small files download on several threads at once
+            self.bytes += nbytes
+            self.files += files
 
 
 def fetch_version(
@@ -54,20 +59,32 @@ def fetch_version(
 ) -> None:
     """Fill `staging` with the verified files of meta.version and its metadata.json.
     On any failure the staging folder is removed and the error raised."""
+
+    def one(name: str) -> None:
+        entry = meta.files[name]
+        target = staging / name
+        target.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
+        _download(
+            store=store,
+            key=f"{model}/{meta.version}/{name}",
+            target=target,
+            size=entry.size,
+            sha256=entry.sha256,
+            cancel=cancel,
+            stats=stats,
+        )
+        stats.add(files=1)
+
     try:
-        for name, entry in sorted(meta.files.items()):
-            target = staging / name
-            target.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
-            _download(
-                store=store,
-                key=f"{model}/{meta.version}/{name}",
-                target=target,
-                size=entry.size,
-                sha256=entry.sha256,
-                cancel=cancel,
-                stats=stats,
-            )
-            stats.files += 1
+        names = sorted(meta.files)
+        large = [n for n in names if meta.files[n].size >= PARALLEL_MIN]
+        small = [n for n in names if meta.files[n].size < PARALLEL_MIN]
+        for name in large:  # each already fetched by several ranged GETs at once
+            one(name)
+        if small:  # many small files: one GET each, several at a time
+            with concurrent.futures.ThreadPoolExecutor(THREADS) as pool:
+                for _ in pool.map(one, small):
+                    pass
         (staging / METADATA_FILE).write_bytes(metadata_bytes)
         for path in staging.rglob("*"):
             path.chmod(
@@ -144,7 +161,7 @@ def _streamed(job: _Job) -> None:
             raise IntegrityError(f"{key} is larger than the {size} bytes in {METADATA_FILE}")
         digest.update(chunk)
         os.write(fd, chunk)
-        stats.bytes += len(chunk)
+        stats.add(len(chunk))
     if written != size:
         raise IntegrityError(f"{key} is {written} bytes, {METADATA_FILE} says {size}")
 
@@ -173,7 +190,7 @@ def _ranged(job: _Job) -> None:
         while window:
             data = window.popleft().result()
             digest.update(data)
-            stats.bytes += len(data)
+            stats.add(len(data))
             nxt = next(parts, None)
             if nxt is not None:
                 window.append(pool.submit(fetch, *nxt))

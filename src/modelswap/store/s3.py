@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import threading
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, BinaryIO, NoReturn
@@ -65,7 +66,17 @@ class S3Store(Store):
         self.bucket = bucket
         self.prefix = prefix.strip("/")
         self.url = f"s3://{bucket}/{self.prefix}" if self.prefix else f"s3://{bucket}"
-        self.client = client if client is not None else make_client()
+        self._client = client
+        self._client_lock = threading.Lock()
+
+    @property
+    def client(self) -> S3Client:
+        """Made on first use: building a boto3 client costs ~0.3 s, and a URL check needs none."""
+        if self._client is None:
+            with self._client_lock:
+                if self._client is None:
+                    self._client = make_client()
+        return self._client
 
     def _key(self, key: str) -> str:
         return f"{self.prefix}/{key}" if self.prefix else key
