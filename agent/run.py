@@ -194,6 +194,7 @@ class Agent:
 
 async def serve(cfg: AgentConfig) -> int:
     store = open_store(cfg.registry)
+    store.connect()
     agent = Agent(cfg, store)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -3,8 +3,10 @@
     .venv/bin/python -m bench.fleet_bench [--agents 50] [--interval 2] [--idle-s 60] [--json f]
 
 1. Time from `modelswap promote` (the real command) to each of N agent processes having
-   swapped its link, polling every --interval s; then the same with POST /refresh sent to
-   every agent right after the promote. The distribution, not only the mean.
+   swapped its link (four promotes), polling every --interval s; then the same with POST
+   /refresh sent to
+   every agent right after the promote. The distribution, not only the mean. Times start
+   when the promote command starts, so they include its own ~0.5 s of start-up and logging.
 2. Idle cost at a 10 s interval, extrapolated to an hour: one agent's CPU, RSS, requests and
    bytes on the wire (through a counting proxy), and the loader's CPU and RSS in a process that
    serves nothing.
@@ -57,7 +59,7 @@ def propagation(work: Path, agents: int, interval: float, refresh: bool) -> dict
         for p in procs:
             p.wait_started(120)
         wait_for(lambda: all(linked(d, "small") == "versions/v1" for d in dests), 120, 0.05)
-        for target in ("v2", "v1", "v2"):
+        for target in ("v2", "v1", "v2", "v1"):  # ends where it began, for the next run
             time.sleep(interval)
             env = dict(os.environ, MODELSWAP_REGISTRY=URL)
             start = time.monotonic()

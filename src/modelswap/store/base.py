@@ -54,6 +54,11 @@ class Store(abc.ABC):
         its real size, and its body is never transferred.
         """
 
+    def connect(self) -> None:
+        """Do the one-time set-up (an S3 client) now rather than in the first request: a
+        daemon calls this at start-up so its first sync pass costs what every pass costs."""
+        return  # nothing to set up for a local folder
+
     def read(self, key: str, *, max_bytes: int | None = None) -> Blob:
         """get() without a condition: always a Blob (see get for max_bytes)."""
         blob = self.get(key, max_bytes=max_bytes)

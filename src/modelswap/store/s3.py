@@ -69,6 +69,9 @@ class S3Store(Store):
         self._client = client
         self._client_lock = threading.Lock()
 
+    def connect(self) -> None:
+        _ = self.client
+
     @property
     def client(self) -> S3Client:
         """Made on first use: building a boto3 client costs ~0.3 s, and a URL check needs none."""
