@@ -144,13 +144,16 @@ class Registry:
                 hint="a publish was interrupted or is running; re-run it, or `modelswap gc` "
                 "removes the leftovers",
             )
-        if not self.version_names(model) and not any(True for _ in self.store.objects(f"{model}/")):
+        if not self._model_exists(model):
             return ModelNotFound(f"model {model!r} does not exist in {self.store.url}")
         return VersionNotFound(f"version {model}/{version} does not exist")
 
+    def _model_exists(self, model: str) -> bool:
+        return any(True for _ in self.store.objects(f"{model}/"))
+
     def require_model(self, model: str) -> None:
         check_model(model)
-        if not any(True for _ in self.store.objects(f"{model}/")):
+        if not self._model_exists(model):
             raise ModelNotFound(f"model {model!r} does not exist in {self.store.url}")
 
     def all_metadata(self, model: str) -> dict[str, Metadata | InvalidMetadata | None]:
