@@ -238,7 +238,7 @@ def main() -> None:
     ap.add_argument("--size-mb", type=int, default=200)
     ap.add_argument("--agents", type=int, default=20)
     ap.add_argument("--idle-s", type=float, default=30)
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--json", help="also write the results here")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="modelswap-bench-"))

@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import boto3
@@ -330,6 +331,53 @@ def test_twenty_agents_converge_and_status_shows_it(
     finally:
         for a in agents:
             a.stop()
+
+
+@pytest.fixture
+def small_volume(tmp_path: Path) -> Iterator[Path]:
+    """A real 2 MB tmpfs, so the disk really fills (needs root, as in CI and the image build)."""
+    mount = tmp_path / "small"
+    mount.mkdir()
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_full_disk_keeps_the_link_and_recovers_when_space_returns(
+    registry_url: str, registry: Registry, model_file: MakeFile, small_volume: Path
+) -> None:
+    """v2 does not fit the volume: ENOSPC is reported with a hint, v1 keeps its link and
+    nothing half-written is left; once the volume grows the agent links v2 by itself."""
+    publish(registry, model_file, b"one" * 10_000, "v1")
+    publish(registry, model_file, os.urandom(3 << 20), "v2")
+    promote(registry, "v1")
+    dest = small_volume / "dest"
+    agent = AgentProc(registry_url, "clf", dest, *FAST).wait_started()
+    try:
+        wait_until(lambda: linked(dest) == "versions/v1")
+        promote(registry, "v2")
+        wait_until(lambda: "no space left" in (agent.status()["last_error"] or ""), timeout=10)
+        assert linked(dest) == "versions/v1"
+        assert agent.get("/readyz")[0] == 200
+        assert sorted(p.name for p in (dest / "clf/versions").iterdir()) == ["v1"]
+        wait_until(lambda: list((dest / "clf/.staging").iterdir()) == [])
+        failure = next(e for e in agent.events if e.get("event") == "sync.failed")
+        assert "lower --keep" in failure["hint"]
+        subprocess.run(["mount", "-o", "remount,size=16m", str(small_volume)], check=True)
+        wait_until(lambda: linked(dest) == "versions/v2", timeout=10)
+        wait_until(lambda: agent.status()["last_error"] is None)
+        assert agent.proc.poll() is None
+    finally:
+        agent.stop()
 
 
 def test_store_outage_keeps_the_link_and_recovers_without_restart(
