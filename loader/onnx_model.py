@@ -74,9 +74,24 @@ def find_model_file(folder: Path, model_file: str | None) -> Path:
     return found[0]
 
 
+def default_options() -> Any:
+    """ONNX Runtime's defaults, except that idle intra-op threads sleep instead of spinning.
+    A spinning pool keeps every core busy between requests, so the next version's build
+    starves and requests during a swap wait behind it (measured at half load, 10 MB model:
+    p99 during swaps 8x steady with spinning, 1.8x without; steady p50 unchanged)."""
+    import onnxruntime as ort  # noqa: PLC0415
+
+    options = ort.SessionOptions()
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.add_session_config_entry("session.inter_op.allow_spinning", "0")
+    return options
+
+
 def create_session(path: Path, options: Any = None, providers: list[str] | None = None) -> Any:
     import onnxruntime as ort  # noqa: PLC0415 - only apps that load ONNX pay for the import
 
+    if options is None:
+        options = default_options()
     try:
         return ort.InferenceSession(
             str(path), sess_options=options, providers=providers or ["CPUExecutionProvider"]

@@ -52,6 +52,22 @@ def test_loads_current_and_reports_health(root: Path) -> None:
         assert body["last_error"] is None
 
 
+def test_sessions_do_not_spin_unless_the_app_asks(root: Path) -> None:
+    """Idle intra-op threads sleep by default (a spinning pool starves the next build);
+    session_options from the app are used as given."""
+    import onnxruntime as ort  # noqa: PLC0415
+
+    key = "session.intra_op.allow_spinning"
+    with ModelLoader(root / "current") as loader, loader.session() as live:
+        assert live.model.get_session_options().get_session_config_entry(key) == "0"
+    mine = ort.SessionOptions()
+    mine.add_session_config_entry(key, "1")
+    mine.intra_op_num_threads = 1
+    with ModelLoader(root / "current", session_options=mine) as loader, loader.session() as live:
+        used = live.model.get_session_options()
+        assert (used.get_session_config_entry(key), used.intra_op_num_threads) == ("1", 1)
+
+
 def test_twenty_swaps_under_load_drop_no_request(root: Path) -> None:
     """4 threads request nonstop while the link flips 20 times: no failure, no mixed answer."""
     loader = ModelLoader(root / "current", poll_interval_s=0.05).start()
