@@ -78,7 +78,7 @@ def default_options() -> Any:
     """ONNX Runtime's defaults, except that idle intra-op threads sleep instead of spinning.
     A spinning pool keeps every core busy between requests, so the next version's build
     starves and requests during a swap wait behind it (measured at half load, 10 MB model:
-    p99 during swaps 8x steady with spinning, 1.8x without; steady p50 unchanged)."""
+    p99 during swaps 8x steady with spinning, 1.4-1.8x without; steady p50 unchanged)."""
     import onnxruntime as ort  # noqa: PLC0415
 
     options = ort.SessionOptions()
