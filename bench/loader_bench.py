@@ -59,12 +59,16 @@ def child(size: str, swaps: int) -> dict[str, Any]:  # noqa: PLR0915 - one measu
         version_dir(root, v, scale_model(work / f"{v}.onnx", factor, width=width))
     swap_link(root, "v1")
     feed = {"input": np.ones((1, width), dtype=np.float32)}
-    bare = bare_create_s(root / "versions/v1/model.onnx", feed)
+    bare_create_s(root / "versions/v1/model.onnx", feed, repeats=2)  # onnxruntime's first-use costs
 
     loader = ModelLoader(root / "current", poll_interval_s=1.0).start()
     rss_after_first = rss_mb()
-    idle_detect = []
-    for target in ("v2", "v1", "v2", "v1"):  # no traffic: detection plus build, nothing else
+    # Session creation time itself drifts between repeats (100 MB: 350-520 ms), so every swap
+    # is paired with a bare create+run of the same file just before it, in the same conditions.
+    idle_detect, idle_bare = [], []
+    for target in ("v2", "v1", "v2", "v1", "v2", "v1"):  # no traffic: detection plus build
+        idle_bare.append(bare_create_s(root / f"versions/{target}/model.onnx", feed, repeats=1))
+        time.sleep(0.3)
         t0 = time.perf_counter()
         swap_link(root, target)
         while loader.version != target:
@@ -104,14 +108,12 @@ def child(size: str, swaps: int) -> dict[str, Any]:  # noqa: PLR0915 - one measu
     thread.start()
     time.sleep(3)
     steady_end = time.perf_counter()
-    # The same bare create+run with the same traffic running, so "what detection adds" is
-    # measured against a build that competes for the same cores.
-    bare_loaded = bare_create_s(root / "versions/v2/model.onnx", feed)
-    time.sleep(1.0)
-    loaded_start = time.perf_counter()
-    swap_windows, detect = [], []
+    swap_windows, detect, traffic_bare = [], [], []
     for i in range(swaps):
         target = "v2" if i % 2 == 0 else "v1"
+        # the paired bare build under the same traffic; its requests count in no window
+        traffic_bare.append(bare_create_s(root / f"versions/{target}/model.onnx", feed, 1))
+        time.sleep(0.5)
         t0 = time.perf_counter()
         swap_link(root, target)
         while loader.version != target:
@@ -132,12 +134,12 @@ def child(size: str, swaps: int) -> dict[str, Any]:  # noqa: PLR0915 - one measu
     def in_swap(s: float) -> bool:
         return any(a <= s <= b for a, b in swap_windows)
 
-    first_swap = swap_windows[0][0]
-    steady = [lat for s, lat, _ in records if s < steady_end or loaded_start <= s < first_swap]
+    steady = [lat for s, lat, _ in records if s < steady_end]
     during = [lat for s, lat, _ in records if in_swap(s)]
     after = [lat for s, lat, _ in records if s > swap_windows[-1][1] + 1.0]
     ms = 1000
     idle_swap, traffic_swap = statistics.median(idle_detect), statistics.median(detect)
+    bare, bare_loaded = statistics.median(idle_bare), statistics.median(traffic_bare)
     return {
         "size": size,
         "model_mb": round((root / "versions/v1/model.onnx").stat().st_size / 1e6, 1),

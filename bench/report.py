@@ -74,8 +74,11 @@ def render_shared(r: dict[str, Any]) -> list[str]:
     return [
         "## Shared mode (`python -m bench.shared_bench`)",
         "",
-        f"{r['workers']} worker processes serve one link in plain and in shared mode, in the same run, with a",
-        f"{r['model_mb']} MB model on tmpfs (/dev/shm), each at a fixed 2 requests/s.",
+        f"{r['workers']} plain and {r['workers']} shared worker processes, each set on its own link to a",
+        f"{r['model_mb']} MB model on tmpfs (/dev/shm), all loaded side by side; the sets take turns",
+        f"serving at 2 requests/s per worker in {r.get('slices', '?')} slices of 3 s (ABBA order), so",
+        "the machine's drift (p50 moved 28 -> 61 ms within minutes for both modes alike in a probe)",
+        "falls on both. Swap times: two swaps per mode, ABBA, only the swapping set serving.",
         "",
         "| | plain | shared | target | |",
         "|---|---|---|---|---|",
@@ -84,13 +87,9 @@ def render_shared(r: dict[str, Any]) -> list[str]:
         f"| link swap -> every worker serving the new version | {plain['swap_to_all_workers_serving_s']} s | {shared['swap_to_all_workers_serving_s']} s | no worse than plain | {mark(shared['swap_to_all_workers_serving_s'] <= plain['swap_to_all_workers_serving_s'])} |",
         f"| failed requests | {plain['failures']} | {shared['failures']} | 0 | {mark(plain['failures'] + shared['failures'] == 0)} |",
         "",
-        "The p50 comparison is not reliable yet, and the reason is the benchmark's design: plain",
-        "runs first, then shared, and this shared 2-core machine drifts by 2x within minutes. The",
-        "same 4 workers run in the order shared, plain, shared, plain gave p50s of 28.4, 53.6, 46.5",
-        "and 37.6 ms (2026-11-26, /tmp probe calling bench.shared_bench.run_mode): each mode swings",
-        "as much as the gap between them. One process running the prepared model alone is as fast",
-        "as the plain model. Next step: alternate the modes (ABBA) and compare medians over rounds.",
-        "Shared mode is off by default.",
+        f"Requests measured: plain {plain.get('requests', '?')}, shared {shared.get('requests', '?')}. "
+        f"Swap samples: plain {plain.get('swap_samples_s', '?')} s, shared "
+        f"{shared.get('swap_samples_s', '?')} s. Shared mode is off by default.",
         "",
     ]
 

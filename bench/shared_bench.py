@@ -1,9 +1,12 @@
-"""Shared mode against plain mode: 4 worker processes on one link, a ~500 MB model on tmpfs.
+"""Shared mode against plain mode: 4 worker processes per mode, a ~500 MB model on tmpfs.
 
-    .venv/bin/python -m bench.shared_bench [--width 11180] [--workers 4] [--json out.json]
+    .venv/bin/python -m bench.shared_bench [--width 11180] [--workers 4] [--slices 24] [--json F]
 
-Reports total PSS of the workers (from /proc/PID/smaps_rollup), inference latency p50/p99 at a
-fixed request rate, and the time from a link swap until every worker serves the new version.
+Both sets of workers stay loaded side by side (each on its own link) and take turns serving
+in 3-second slices, ABBA order, so the machine's drift (2x over minutes here) falls on both
+modes alike. Reports total PSS of each set (from /proc/PID/smaps_rollup), inference latency
+p50/p99 at a fixed request rate, and the time from a link swap until every worker of a set
+serves the new version (two swaps per mode, ABBA, only that set serving).
 """
 
 from __future__ import annotations
@@ -22,6 +25,9 @@ from typing import Any
 from tests.onnx_models import scale_model, swap_link, version_dir
 
 ROOT = Path(__file__).resolve().parents[1]
+MODES = ("plain", "shared")
+SLICE_S = 3.0
+SETTLE_S = 0.6  # a waiting worker looks at its turn once per request period (0.5 s)
 
 
 def pss_mb(pid: int) -> float:
@@ -46,94 +52,155 @@ def wait(pred: Any, timeout: float) -> None:
         time.sleep(0.01)
 
 
-def run_mode(mode: str, base: Path, width: int, workers: int, rate: float) -> dict[str, Any]:
-    shutil.rmtree(base / ".prepared", ignore_errors=True)
-    swap_link(base, "v1")
-    files = [base.parent / f"{mode}-{i}.json" for i in range(workers)]
-    for f in files:
-        f.unlink(missing_ok=True)
-    procs = [
-        subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "bench.shared_worker",
-                str(base / "current"),
-                str(f),
-                str(width),
-                mode,
-                str(rate),
-            ],
-            cwd=ROOT,
-        )
-        for f in files
-    ]
-    try:
-        wait(lambda: all(read(f).get("version") == "v1" for f in files), 300)
-        time.sleep(3)
-        pss = [pss_mb(p.pid) for p in procs]
-        steady_from = time.time()
-        time.sleep(15)
-        swap_at = time.time()
-        swap_link(base, "v2")
-        wait(lambda: all(read(f).get("version") == "v2" for f in files), 300)
+def abba(n: int) -> list[str]:
+    return [MODES[(i + 1) // 2 % 2] for i in range(n)]  # plain shared shared plain plain ...
 
-        def first_v2(f: Path) -> float:
-            return min(t + lat for t, lat, v in read(f)["records"] if v == "v2") - swap_at
 
-        wait(lambda: all(any(v == "v2" for _, _, v in read(f)["records"]) for f in files), 60)
-        swap_s = max(first_v2(f) for f in files)
-        lat = sorted(
-            lat for f in files for t, lat, v in read(f)["records"] if steady_from <= t < swap_at
-        )
-        reports = [read(f) for f in files]
-    finally:
-        for p in procs:
+class WorkerSet:
+    def __init__(self, mode: str, work: Path, width: int, workers: int, rate: float) -> None:
+        self.mode, self.base = mode, work / mode
+        for v, factor in (("v1", 1.0), ("v2", 2.0)):
+            src = scale_model(work / f"{mode}-{v}.onnx", factor, width=width)
+            version_dir(self.base, v, src)
+            src.unlink()
+        swap_link(self.base, "v1")
+        self.files = [work / f"{mode}-{i}.json" for i in range(workers)]
+        for f in self.files:
+            f.unlink(missing_ok=True)  # a file left by an earlier set would read as "serving"
+        self.procs = [
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "bench.shared_worker",
+                    str(self.base / "current"),
+                    str(f),
+                    str(width),
+                    mode,
+                    str(rate),
+                    str(work / "turn"),
+                ],
+                cwd=ROOT,
+            )
+            for f in self.files
+        ]
+
+    def serving(self, version: str) -> bool:
+        return all(read(f).get("version") == version for f in self.files)
+
+    def records(self) -> list[tuple[float, float, str]]:
+        return [tuple(r) for f in self.files for r in read(f).get("records", [])]  # type: ignore[misc]
+
+    def stop(self) -> None:
+        for p in self.procs:
             p.terminate()
-        for p in procs:
+        for p in self.procs:
             p.wait(30)
-    return {
-        "pss_mb_per_worker": [round(x, 1) for x in pss],
-        "pss_mb_total": round(sum(pss), 1),
-        "latency_ms_p50": round(statistics.median(lat) * 1000, 2),
-        "latency_ms_p99": round(lat[min(len(lat) - 1, int(0.99 * len(lat)))] * 1000, 2),
-        "swap_to_all_workers_serving_s": round(swap_s, 3),
-        "failures": sum(r["failures"] for r in reports),
-        "shared_active": all(r["shared"] for r in reports),
-    }
+
+
+def swap_time(ws: WorkerSet, target: str) -> float:
+    swap_at = time.time()
+    swap_link(ws.base, target)
+    wait(lambda: ws.serving(target), 300)
+
+    def first(f: Path) -> float | None:
+        times = [
+            t + lat for t, lat, v in read(f).get("records", []) if v == target and t >= swap_at
+        ]
+        return min(times) if times else None
+
+    wait(lambda: all(first(f) is not None for f in ws.files), 60)
+    return max(first(f) or 0.0 for f in ws.files) - swap_at
+
+
+def measure(work: Path, width: int, workers: int, rate: float, slices: int) -> dict[str, Any]:
+    turn = work / "turn"
+    turn.write_text("")
+    sets = {m: WorkerSet(m, work, width, workers, rate) for m in MODES}
+    try:
+        for ws in sets.values():
+            wait(lambda ws=ws: ws.serving("v1"), 600)
+        time.sleep(3)
+        pss = {m: [pss_mb(p.pid) for p in ws.procs] for m, ws in sets.items()}
+        windows: dict[str, list[tuple[float, float]]] = {m: [] for m in MODES}
+        for mode in abba(slices):
+            turn.write_text(mode)
+            start = time.time()
+            time.sleep(SLICE_S)
+            windows[mode].append((start + SETTLE_S, time.time()))
+        latencies = {
+            m: sorted(
+                lat for t, lat, _ in sets[m].records() if any(a <= t < b for a, b in windows[m])
+            )
+            for m in MODES
+        }
+        swaps: dict[str, list[float]] = {m: [] for m in MODES}
+        for mode, target in zip(abba(4), ("v2", "v2", "v1", "v1"), strict=True):
+            turn.write_text(mode)
+            time.sleep(SETTLE_S)
+            swaps[mode].append(swap_time(sets[mode], target))
+        failures = {m: sum(read(f).get("failures", 0) for f in sets[m].files) for m in MODES}
+        shared_active = all(read(f).get("shared") for f in sets["shared"].files)
+    finally:
+        turn.write_text("")
+        for ws in sets.values():
+            ws.stop()
+    out: dict[str, Any] = {}
+    for m in MODES:
+        lat = latencies[m]
+        out[m] = {
+            "pss_mb_per_worker": [round(x, 1) for x in pss[m]],
+            "pss_mb_total": round(sum(pss[m]), 1),
+            "requests": len(lat),
+            "latency_ms_p50": round(statistics.median(lat) * 1000, 2),
+            "latency_ms_p99": round(lat[min(len(lat) - 1, int(0.99 * len(lat)))] * 1000, 2),
+            "swap_to_all_workers_serving_s": round(statistics.median(swaps[m]), 3),
+            "swap_samples_s": [round(s, 3) for s in swaps[m]],
+            "failures": failures[m],
+        }
+    out["shared"]["shared_active"] = shared_active
+    return out
+
+
+def one_plain_worker_pss(work: Path, width: int, rate: float) -> float:
+    (work / "turn").write_text("")
+    ws = WorkerSet("plain", work, width, 1, rate)
+    try:
+        wait(lambda: ws.serving("v1"), 600)
+        time.sleep(3)
+        return round(pss_mb(ws.procs[0].pid), 1)
+    finally:
+        ws.stop()
+        shutil.rmtree(ws.base)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--width", type=int, default=11180)  # 11180^2 float32 = 500 MB
     ap.add_argument("--workers", type=int, default=4)
-    # 4 workers x 2 rps x ~25 ms stays well under 2 cores: latency, not a queue, is measured
+    # 4 workers x 2 rps x ~30 ms stays well under 2 cores: latency, not a queue, is measured
     ap.add_argument("--rate", type=float, default=2.0, help="requests per second per worker")
+    ap.add_argument("--slices", type=int, default=24, help="3 s serving turns, ABBA order")
     ap.add_argument("--json")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="modelswap-shared-", dir="/dev/shm"))
     try:
-        base = work / "m"
-        for v, factor in (("v1", 1.0), ("v2", 2.0)):
-            version_dir(base, v, scale_model(work / f"{v}.onnx", factor, width=args.width))
-            (work / f"{v}.onnx").unlink()
-        model_mb = round((base / "versions/v1/model.onnx").stat().st_size / 1e6, 1)
-        one = run_mode("plain", base, args.width, 1, args.rate)
-        results = {
-            "model_mb": model_mb,
-            "workers": args.workers,
-            "one_plain_worker_pss_mb": one["pss_mb_total"],
-            "plain": run_mode("plain", base, args.width, args.workers, args.rate),
-            "shared": run_mode("shared", base, args.width, args.workers, args.rate),
-        }
-        results["shared_total_pss_vs_one_worker"] = round(
-            results["shared"]["pss_mb_total"] / one["pss_mb_total"], 2
-        )
-        results["shared_p50_vs_plain"] = round(
-            results["shared"]["latency_ms_p50"] / results["plain"]["latency_ms_p50"], 3
-        )
+        one = one_plain_worker_pss(work, args.width, args.rate)
+        both = measure(work, args.width, args.workers, args.rate, args.slices)
+        model_mb = round((work / "plain/versions/v1/model.onnx").stat().st_size / 1e6, 1)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    results = {
+        "model_mb": model_mb,
+        "workers": args.workers,
+        "slices": args.slices,
+        "one_plain_worker_pss_mb": one,
+        **both,
+        "shared_total_pss_vs_one_worker": round(both["shared"]["pss_mb_total"] / one, 2),
+        "shared_p50_vs_plain": round(
+            both["shared"]["latency_ms_p50"] / both["plain"]["latency_ms_p50"], 3
+        ),
+    }
     print(json.dumps(results, indent=2))
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2) + "\n")

@@ -1,4 +1,8 @@
-"""A serving worker for bench.shared_bench: fixed request rate, latencies to a file."""
+"""A serving worker for bench.shared_bench: fixed request rate, latencies to a file.
+
+It serves only while the turn file names its mode, so plain and shared workers can stay
+loaded side by side and take turns in short slices (the machine's speed drifts over minutes).
+"""
 
 from __future__ import annotations
 
@@ -14,13 +18,21 @@ import numpy as np
 from modelswap.loader import ModelLoader
 
 
+def my_turn(turn: Path, mode: str) -> bool:
+    try:
+        return turn.read_text() == mode
+    except OSError:
+        return False
+
+
 def main() -> None:
-    link, out, width, shared, rate = (
+    link, out, width, mode, rate, turn = (
         Path(sys.argv[1]),
         Path(sys.argv[2]),
         int(sys.argv[3]),
-        sys.argv[4] == "shared",
+        sys.argv[4],
         float(sys.argv[5]),
+        Path(sys.argv[6]),
     )
     stop = False
 
@@ -29,7 +41,7 @@ def main() -> None:
         stop = True
 
     signal.signal(signal.SIGTERM, on_term)
-    loader = ModelLoader(link, shared=shared, poll_interval_s=0.05).start()
+    loader = ModelLoader(link, shared=mode == "shared", poll_interval_s=0.05).start()
     x = np.ones((1, width), dtype=np.float32)
     records: list[tuple[float, float, str]] = []
     failures = 0
@@ -37,13 +49,14 @@ def main() -> None:
     last_write = 0.0
     while not stop:
         next_at += 1 / rate
-        t = time.time()
-        try:
-            with loader.session() as live:
-                live.model.run(None, {"input": x})
-                records.append((t, time.time() - t, live.version))
-        except Exception:  # noqa: BLE001 - counted
-            failures += 1
+        if my_turn(turn, mode):
+            t = time.time()
+            try:
+                with loader.session() as live:
+                    live.model.run(None, {"input": x})
+                    records.append((t, time.time() - t, live.version))
+            except Exception:  # noqa: BLE001 - counted
+                failures += 1
         if time.monotonic() - last_write > 0.1:
             health = loader.health()[1]
             tmp = out.with_suffix(".tmp")
