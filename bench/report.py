@@ -91,6 +91,14 @@ def render_shared(r: dict[str, Any]) -> list[str]:
         f"Swap samples: plain {plain.get('swap_samples_s', '?')} s, shared "
         f"{shared.get('swap_samples_s', '?')} s. Shared mode is off by default.",
         "",
+        "The p50 target is met in some runs and missed in others (0.76x and 2.34x of plain in two",
+        "runs of this design, 1.58x with the volume on a `huge=always` tmpfs), and the cause is not",
+        "found. A probe printing each worker's p50 in one run: plain 29.9, 30.4, 31.4, 29.9 ms;",
+        "shared 58.7, 30.0, 76.8, 77.1 ms. One shared worker serves as fast as plain while the",
+        "others, mapping the same prepared file, are 2-2.5x slower; CPU time per inference is the",
+        "same in both modes. That points at memory access (page walks over a 4 KB-page file",
+        "mapping, or placement), not at computation.",
+        "",
     ]
 
 
@@ -240,7 +248,12 @@ def render(agent: dict[str, Any], loader: list[dict[str, Any]], gate: dict[str, 
         "## Loader (`python -m bench.loader_bench`)",
         "",
         "Each size runs in its own process; one client thread sends requests at half of the",
-        "measured single-thread capacity while the link is swapped 10 times.",
+        "measured single-thread capacity while the link is swapped 10 times. Creating the same",
+        "100 MB session varies 350-520 ms between repeats, so every swap is paired with a bare",
+        "create+run of the same file just before it, in the same conditions, both starting from a",
+        "trimmed heap as the loader's builds do (an untrimmed heap makes the next build 2.5x",
+        "faster at 10 MB). Under traffic the bare build runs on the benchmark's main thread and",
+        "came out slower than the loader's own build at 100 MB; we do not know why yet.",
         "",
         "| model | bare create + first run: idle / under the same traffic | swap -> first request on new version: idle / under traffic p50 (max) | detection overhead: idle / under traffic | failed requests | p99 steady / during swaps / after | RSS after 1 load / after 10 swaps |",
         "|---|---|---|---|---|---|---|",
