@@ -26,6 +26,7 @@ import boto3
 from tests import seaweed
 from tests.agentproc import AgentProc
 
+from bench.common import emit, proc_cpu_s, proc_rss_mb, wait_for
 from modelswap.pointers import Move, move_pointer
 from modelswap.registry import PublishRequest, Registry
 from modelswap.store import open_store
@@ -81,32 +82,26 @@ class CountingProxy:
         return self.requests, self.up, self.down
 
 
-def proc_cpu_s(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def proc_rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
-
-
-def wait_for(pred: Any, timeout: float, interval: float = 0.002) -> float:
-    start = time.monotonic()
-    while not pred():
-        if time.monotonic() - start > timeout:
-            raise TimeoutError
-        time.sleep(interval)
-    return time.monotonic() - start
-
-
 def linked(dest: Path, model: str) -> str | None:
     try:
         return os.readlink(dest / model / "current")
     except OSError:
         return None
+
+
+def link_times(dests: list[Path], target: str, start: float, timeout: float) -> list[float]:
+    """Seconds from `start` (time.monotonic) until each agent's link to the "small" model
+    named `target`."""
+    times, pending = [], set(dests)
+    while pending:
+        for d in list(pending):
+            if linked(d, "small") == f"versions/{target}":
+                times.append(time.monotonic() - start)
+                pending.discard(d)
+        if time.monotonic() - start > timeout:
+            raise TimeoutError
+        time.sleep(0.002)
+    return times
 
 
 def bench_idle(proxy: CountingProxy, work: Path, idle_s: float) -> dict[str, Any]:
@@ -154,15 +149,7 @@ def bench_propagation(reg: Registry, work: Path, n: int) -> dict[str, Any]:
         for target in ("v2", "v1", "v2", "v1"):
             start = time.monotonic()
             move_pointer(reg, Move("small", "CURRENT", target, "promote", "bench"))
-            pending = set(dests)
-            while pending:
-                for d in list(pending):
-                    if linked(d, "small") == f"versions/{target}":
-                        samples.append(time.monotonic() - start)
-                        pending.discard(d)
-                if time.monotonic() - start > 30:
-                    raise TimeoutError
-                time.sleep(0.002)
+            samples += link_times(dests, target, start, 30)
             time.sleep(1.2)
         return {
             "p50_s": round(statistics.median(samples), 3),
@@ -264,9 +251,7 @@ def main() -> None:
     finally:
         server.stop()
         subprocess.run(["rm", "-rf", str(work)], check=False)
-    print(json.dumps(results, indent=2))
-    if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
+    emit(results, args.json)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import statistics
@@ -32,7 +31,8 @@ from tests import seaweed
 from tests.agentproc import AgentProc
 from tests.onnx_models import scale_model, swap_link, version_dir
 
-from bench.agent_bench import CountingProxy, linked, proc_cpu_s, proc_rss_mb, wait_for
+from bench.agent_bench import CountingProxy, link_times, linked
+from bench.common import emit, proc_cpu_s, proc_rss_mb, wait_for
 from modelswap.pointers import Move, move_pointer
 from modelswap.registry import PublishRequest, Registry
 from modelswap.store import open_store
@@ -73,15 +73,7 @@ def propagation(work: Path, agents: int, interval: float, refresh: bool) -> dict
                 threads = [threading.Thread(target=p.refresh) for p in procs]
                 for t in threads:
                     t.start()
-            pending = set(dests)
-            while pending:
-                for d in list(pending):
-                    if linked(d, "small") == f"versions/{target}":
-                        samples.append(time.monotonic() - start)
-                        pending.discard(d)
-                if time.monotonic() - start > 60:
-                    raise TimeoutError
-                time.sleep(0.002)
+            samples += link_times(dests, target, start, 60)
     finally:
         for p in procs:
             p.stop()
@@ -171,9 +163,7 @@ def main() -> None:
     finally:
         server.stop()
         shutil.rmtree(work, ignore_errors=True)
-    print(json.dumps(results, indent=2))
-    if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
+    emit(results, args.json)
 
 
 if __name__ == "__main__":

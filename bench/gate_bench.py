@@ -10,7 +10,6 @@ as equal peaks.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -21,6 +20,8 @@ from typing import Any
 
 import numpy as np
 from examples.train import train
+
+from bench.common import emit
 
 
 def _hwm_mb(pid: int) -> float | None:
@@ -107,9 +108,7 @@ def main() -> None:
             "eval_set_mb": round(path.stat().st_size / 1e6, 1),
             **run_gate(registry, path),
         }
-    print(json.dumps(results, indent=2))
-    if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
+    emit(results, args.json)
 
 
 if __name__ == "__main__":

@@ -23,21 +23,10 @@ import numpy as np
 import onnxruntime as ort
 from tests.onnx_models import scale_model, swap_link, version_dir
 
+from bench.common import emit, pct, proc_rss_mb
 from modelswap.loader import ModelLoader, memory
 
 SIZES = {"10MB": 1600, "100MB": 5000}
-
-
-def rss_mb() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
-
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 def bare_create_s(path: Path, feed: dict[str, Any], repeats: int = 5) -> float:
@@ -65,7 +54,7 @@ def child(size: str, swaps: int) -> dict[str, Any]:  # noqa: PLR0915 - one measu
     bare_create_s(root / "versions/v1/model.onnx", feed, repeats=2)  # onnxruntime's first-use costs
 
     loader = ModelLoader(root / "current", poll_interval_s=1.0).start()
-    rss_after_first = rss_mb()
+    rss_after_first = proc_rss_mb(os.getpid())
     # Session creation time itself drifts between repeats (100 MB: 350-520 ms), so every swap
     # is paired with a bare create+run of the same file just before it, in the same conditions.
     idle_detect, idle_bare = [], []
@@ -132,7 +121,7 @@ def child(size: str, swaps: int) -> dict[str, Any]:  # noqa: PLR0915 - one measu
     stop.set()
     thread.join()
     loader.stop()
-    rss_after_swaps = rss_mb()
+    rss_after_swaps = proc_rss_mb(os.getpid())
 
     def in_swap(s: float) -> bool:
         return any(a <= s <= b for a, b in swap_windows)
@@ -198,9 +187,7 @@ def main() -> None:
             env=dict(os.environ),
         )
         results.append(json.loads(out.stdout.strip().splitlines()[-1]))
-    print(json.dumps(results, indent=2))
-    if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
+    emit(results, args.json)
 
 
 if __name__ == "__main__":

@@ -24,6 +24,8 @@ from typing import Any
 
 from tests.onnx_models import scale_model, swap_link, version_dir
 
+from bench.common import emit
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -152,9 +154,7 @@ def main() -> None:
             if p.poll() is None:
                 p.kill()
         shutil.rmtree(work, ignore_errors=True)
-    print(json.dumps(results, indent=2))
-    if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
+    emit(results, args.json)
 
 
 if __name__ == "__main__":

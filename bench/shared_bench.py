@@ -25,6 +25,8 @@ from typing import Any
 
 from tests.onnx_models import scale_model, swap_link, version_dir
 
+from bench.common import emit, pct, wait_for
+
 ROOT = Path(__file__).resolve().parents[1]
 MODES = ("plain", "shared")
 SHM = "/dev/shm"  # noqa: S108 - the benchmark's volume is meant to be a tmpfs
@@ -44,14 +46,6 @@ def read(path: Path) -> dict[str, Any]:
         return dict(json.loads(path.read_text()))
     except (OSError, ValueError):
         return {}
-
-
-def wait(pred: Any, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > deadline:
-            raise TimeoutError
-        time.sleep(0.01)
 
 
 def abba(n: int) -> list[str]:
@@ -103,7 +97,7 @@ class WorkerSet:
 def swap_time(ws: WorkerSet, target: str) -> float:
     swap_at = time.time()
     swap_link(ws.base, target)
-    wait(lambda: ws.serving(target), 300)
+    wait_for(lambda: ws.serving(target), 300, 0.01)
 
     def first(f: Path) -> float | None:
         times = [
@@ -111,7 +105,7 @@ def swap_time(ws: WorkerSet, target: str) -> float:
         ]
         return min(times) if times else None
 
-    wait(lambda: all(first(f) is not None for f in ws.files), 60)
+    wait_for(lambda: all(first(f) is not None for f in ws.files), 60, 0.01)
     return max(first(f) or 0.0 for f in ws.files) - swap_at
 
 
@@ -121,7 +115,7 @@ def measure(work: Path, width: int, workers: int, rate: float, slices: int) -> d
     sets = {m: WorkerSet(m, work, width, workers, rate) for m in MODES}
     try:
         for ws in sets.values():
-            wait(lambda ws=ws: ws.serving("v1"), 600)
+            wait_for(lambda ws=ws: ws.serving("v1"), 600, 0.01)
         time.sleep(3)
         pss = {m: [pss_mb(p.pid) for p in ws.procs] for m, ws in sets.items()}
         windows: dict[str, list[tuple[float, float]]] = {m: [] for m in MODES}
@@ -155,7 +149,7 @@ def measure(work: Path, width: int, workers: int, rate: float, slices: int) -> d
             "pss_mb_total": round(sum(pss[m]), 1),
             "requests": len(lat),
             "latency_ms_p50": round(statistics.median(lat) * 1000, 2),
-            "latency_ms_p99": round(lat[min(len(lat) - 1, int(0.99 * len(lat)))] * 1000, 2),
+            "latency_ms_p99": round(pct(lat, 0.99) * 1000, 2),
             "swap_to_all_workers_serving_s": round(statistics.median(swaps[m]), 3),
             "swap_samples_s": [round(s, 3) for s in swaps[m]],
             "failures": failures[m],
@@ -168,7 +162,7 @@ def one_plain_worker_pss(work: Path, width: int, rate: float) -> float:
     (work / "turn").write_text("")
     ws = WorkerSet("plain", work, width, 1, rate)
     try:
-        wait(lambda: ws.serving("v1"), 600)
+        wait_for(lambda: ws.serving("v1"), 600, 0.01)
         time.sleep(3)
         return round(pss_mb(ws.procs[0].pid), 1)
     finally:
@@ -204,9 +198,7 @@ def main() -> None:
             both["shared"]["latency_ms_p50"] / both["plain"]["latency_ms_p50"], 3
         ),
     }
-    print(json.dumps(results, indent=2))
-    if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
+    emit(results, args.json)
 
 
 if __name__ == "__main__":

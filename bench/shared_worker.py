@@ -6,14 +6,13 @@ loaded side by side and take turns in short slices (the machine's speed drifts o
 
 from __future__ import annotations
 
-import json
-import os
 import signal
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+from tests.shared_worker import report
 
 from modelswap.loader import ModelLoader
 
@@ -58,20 +57,7 @@ def main() -> None:
             except Exception:  # noqa: BLE001 - counted
                 failures += 1
         if time.monotonic() - last_write > 0.1:
-            health = loader.health()[1]
-            tmp = out.with_suffix(".tmp")
-            tmp.write_text(
-                json.dumps(
-                    {
-                        "pid": os.getpid(),
-                        "version": loader.version,
-                        "failures": failures,
-                        "shared": health["shared"],
-                        "records": records,
-                    }
-                )
-            )
-            tmp.replace(out)
+            report(out, loader, failures=failures, records=records)
             last_write = time.monotonic()
         time.sleep(max(0.0, next_at - time.monotonic()))
     loader.stop()

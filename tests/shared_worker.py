@@ -8,10 +8,26 @@ import signal
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from modelswap.loader import ModelLoader
+
+
+def report(out: Path, loader: ModelLoader, **fields: Any) -> None:
+    """Replace the worker's status file in one rename, so a reader never sees half of it."""
+    health = loader.health()[1]
+    status = {
+        "pid": os.getpid(),
+        "version": loader.version,
+        "shared": health["shared"],
+        "shared_error": health["shared_error"],
+        **fields,
+    }
+    tmp = out.with_suffix(".tmp")
+    tmp.write_text(json.dumps(status))
+    tmp.replace(out)
 
 
 def main() -> None:
@@ -38,21 +54,7 @@ def main() -> None:
         except Exception:  # noqa: BLE001 - counted and reported: that is the test
             failures += 1
         if time.monotonic() - last_write > 0.02:
-            health = loader.health()[1]
-            tmp = out.with_suffix(".tmp")
-            tmp.write_text(
-                json.dumps(
-                    {
-                        "pid": os.getpid(),
-                        "version": loader.version,
-                        "served": served,
-                        "failures": failures,
-                        "shared": health["shared"],
-                        "shared_error": health["shared_error"],
-                    }
-                )
-            )
-            tmp.replace(out)
+            report(out, loader, served=served, failures=failures)
             last_write = time.monotonic()
     loader.stop()
 
