@@ -168,16 +168,24 @@ def test_bad_pointer_is_refused_and_nothing_changes_on_disk(
         agent.stop()
 
 
+def agent_on_v1_with_large_v2(
+    registry_url: str, registry: Registry, model_file: MakeFile, dest: Path
+) -> AgentProc:
+    """An agent serving a tiny v1, with a 400 MB v2 published and not yet promoted."""
+    publish(registry, model_file, b"small", "v1")
+    publish(registry, model_file, os.urandom(1 << 20) * 400, "v2")
+    promote(registry, "v1")
+    agent = AgentProc(registry_url, "clf", dest, *FAST).wait_started()
+    wait_until(lambda: linked(dest) == "versions/v1")
+    return agent
+
+
 def test_sigkill_mid_download_keeps_old_link_and_restart_recovers(
     registry_url: str, registry: Registry, model_file: MakeFile, tmp_path: Path
 ) -> None:
     """Killed mid-download: the old link never changed; a restart clears staging and links v2."""
-    publish(registry, model_file, b"small", "v1")
-    publish(registry, model_file, os.urandom(1 << 20) * 400, "v2")
-    promote(registry, "v1")
     dest = tmp_path / "dest"
-    agent = AgentProc(registry_url, "clf", dest, *FAST).wait_started()
-    wait_until(lambda: linked(dest) == "versions/v1")
+    agent = agent_on_v1_with_large_v2(registry_url, registry, model_file, dest)
     seen: set[str | None] = set()
     watching = threading.Event()
     watching.set()
@@ -214,12 +222,8 @@ def test_sigterm_mid_download_exits_within_a_second(
     registry_url: str, registry: Registry, model_file: MakeFile, tmp_path: Path
 ) -> None:
     """SIGTERM during a large download: exit 0 within a second, old version still linked."""
-    publish(registry, model_file, b"small", "v1")
-    publish(registry, model_file, os.urandom(1 << 20) * 400, "v2")
-    promote(registry, "v1")
     dest = tmp_path / "dest"
-    agent = AgentProc(registry_url, "clf", dest, *FAST).wait_started()
-    wait_until(lambda: linked(dest) == "versions/v1")
+    agent = agent_on_v1_with_large_v2(registry_url, registry, model_file, dest)
     promote(registry, "v2")
     staged = dest / "clf/.staging"
     wait_until(lambda: any(f.is_file() for f in staged.rglob("*")), timeout=20, interval=0.005)

@@ -171,21 +171,27 @@ def test_eight_simultaneous_publishes_of_one_version_have_one_winner(
     assert run_cli("verify", "clf", "v1", registry=reg).returncode == 0
 
 
+def eight_promotes_at_once(
+    reg: str, onnx_file: Path, *flags: str
+) -> list[subprocess.CompletedProcess[str]]:
+    """Publish v1..v9, promote v1, then 8 processes promote v2..v9 at the same moment."""
+    for _ in range(9):
+        assert run_cli("publish", "clf", str(onnx_file), registry=reg).returncode == 0
+    assert run_cli("promote", "clf", "v1", registry=reg).returncode == 0
+
+    def promote(v: int) -> subprocess.CompletedProcess[str]:
+        return run_cli("promote", "clf", f"v{v}", *flags, registry=reg)
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        return list(pool.map(promote, range(2, 10)))
+
+
 def test_eight_simultaneous_promotes_have_one_winner_and_one_event(
     s3_server: object, tmp_path: Path, onnx_file: Path
 ) -> None:
     """Eight processes move CURRENT from v1 at once: one moves it, the log holds one event."""
     reg = f"s3://{BUCKET}/race-promote-{tmp_path.name}"
-    for _ in range(9):
-        assert run_cli("publish", "clf", str(onnx_file), registry=reg).returncode == 0
-    assert run_cli("promote", "clf", "v1", registry=reg).returncode == 0
-    with concurrent.futures.ThreadPoolExecutor(8) as pool:
-        results = list(
-            pool.map(
-                lambda v: run_cli("promote", "clf", f"v{v}", "--expect", "v1", registry=reg),
-                range(2, 10),
-            )
-        )
+    results = eight_promotes_at_once(reg, onnx_file, "--expect", "v1")
     assert sum(r.returncode == 0 for r in results) == 1, [r.stderr for r in results]
     hist = json.loads(run_cli("history", "clf", "--json", registry=reg).stdout)
     assert len(hist) == 2
@@ -199,13 +205,7 @@ def test_concurrent_promotes_keep_the_log_a_chain(
 ) -> None:
     """Eight unguarded promotes at once: one event per successful move, each from the last to."""
     reg = f"s3://{BUCKET}/race-chain-{tmp_path.name}"
-    for _ in range(9):
-        assert run_cli("publish", "clf", str(onnx_file), registry=reg).returncode == 0
-    assert run_cli("promote", "clf", "v1", registry=reg).returncode == 0
-    with concurrent.futures.ThreadPoolExecutor(8) as pool:
-        results = list(
-            pool.map(lambda v: run_cli("promote", "clf", f"v{v}", registry=reg), range(2, 10))
-        )
+    results = eight_promotes_at_once(reg, onnx_file)
     moved = sum(r.returncode == 0 for r in results)
     for r in results:
         assert r.returncode == 0 or "error: " in r.stderr

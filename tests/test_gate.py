@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -166,32 +167,25 @@ def test_regression_metrics_need_a_declared_direction(
     y = np.load(trained / "eval.npz")["y"].astype(np.float32)
     evalset = tmp_path / "reg.npz"
     np.savez(evalset, X=x, y=y)
-    r = run_cli(
-        "gate",
-        "digits",
-        "regressor",
-        "--against",
-        "regressor",
-        "--eval-set",
-        str(evalset),
-        "--metric",
-        "rmse",
-        registry=registry_url,
-    )
+
+    def gate(metric: str) -> subprocess.CompletedProcess[str]:
+        return run_cli(
+            "gate",
+            "digits",
+            "regressor",
+            "--against",
+            "regressor",
+            "--eval-set",
+            str(evalset),
+            "--metric",
+            metric,
+            registry=registry_url,
+        )
+
+    r = gate("rmse")
     assert r.returncode == 0, r.stderr
     assert "rmse" in r.stdout
-    r = run_cli(
-        "gate",
-        "digits",
-        "regressor",
-        "--against",
-        "regressor",
-        "--eval-set",
-        str(evalset),
-        "--metric",
-        "bogus",
-        registry=registry_url,
-    )
+    r = gate("bogus")
     assert r.returncode == 2
     assert "declare it" in r.stderr
 

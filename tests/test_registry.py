@@ -110,12 +110,17 @@ def test_promote_of_missing_or_incomplete_version_is_refused(
     assert registry.store.read("clf/CURRENT").data == b"v1\n"
 
 
-def test_promote_with_stale_expectation_is_refused(
-    registry: Registry, model_file: MakeFile
-) -> None:
-    """--expect guards a scripted move: a pointer that moved on is not overwritten."""
+@pytest.fixture
+def three_versions(registry: Registry, model_file: MakeFile) -> Registry:
+    """clf v1, v2, v3 published, nothing promoted."""
     for data in (b"1", b"2", b"3"):
         publish(registry, model_file, data)
+    return registry
+
+
+def test_promote_with_stale_expectation_is_refused(three_versions: Registry) -> None:
+    """--expect guards a scripted move: a pointer that moved on is not overwritten."""
+    registry = three_versions
     promote(registry, "v1")
     promote(registry, "v2")
     with pytest.raises(PointerMoved):
@@ -123,21 +128,17 @@ def test_promote_with_stale_expectation_is_refused(
     assert read_pointer(registry, "clf", "CURRENT").version == "v2"  # type: ignore[union-attr]
 
 
-def test_rollback_returns_to_the_previous_version(registry: Registry, model_file: MakeFile) -> None:
+def test_rollback_returns_to_the_previous_version(three_versions: Registry) -> None:
     """rollback with no target goes back to the version the last move replaced."""
-    for data in (b"1", b"2", b"3"):
-        publish(registry, model_file, data)
+    registry = three_versions
     for v in ("v1", "v2", "v3"):
         promote(registry, v)
     assert rollback_target(registry, "clf", "CURRENT") == "v2"
 
 
-def test_hand_edited_pointer_is_honoured_and_logged_out_of_band(
-    registry: Registry, model_file: MakeFile
-) -> None:
+def test_hand_edited_pointer_is_honoured_and_logged_out_of_band(three_versions: Registry) -> None:
     """A pointer edited by hand shows as out-of-band in history and is logged at the next move."""
-    for data in (b"1", b"2", b"3"):
-        publish(registry, model_file, data)
+    registry = three_versions
     promote(registry, "v1")
     registry.store.put("clf/CURRENT", b"v2\n")  # echo v2 | aws s3 cp - .../CURRENT
     shown = history(registry, "clf")
