@@ -55,10 +55,11 @@ def abba(n: int) -> list[str]:
 class WorkerSet:
     def __init__(self, mode: str, work: Path, width: int, workers: int, rate: float) -> None:
         self.mode, self.base = mode, work / mode
-        for v, factor in (("v1", 1.0), ("v2", 2.0)):
-            src = scale_model(work / f"{mode}-{v}.onnx", factor, width=width)
-            version_dir(self.base, v, src)
-            src.unlink()
+        if not self.base.exists():  # the one-worker run already built the plain volume
+            for v, factor in (("v1", 1.0), ("v2", 2.0)):
+                src = scale_model(work / f"{mode}-{v}.onnx", factor, width=width)
+                version_dir(self.base, v, src)
+                src.unlink()
         swap_link(self.base, "v1")
         self.files = [work / f"{mode}-{i}.json" for i in range(workers)]
         for f in self.files:
@@ -167,7 +168,6 @@ def one_plain_worker_pss(work: Path, width: int, rate: float) -> float:
         return round(pss_mb(ws.procs[0].pid), 1)
     finally:
         ws.stop()
-        shutil.rmtree(ws.base)
 
 
 def main() -> None:
