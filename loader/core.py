@@ -42,7 +42,8 @@ class ModelNotLoaded(ModelswapError):
 
 @dataclass
 class Loaded:
-    """One loaded version. Never mutated after creation; replaced whole on a swap."""
+    """One loaded version, replaced whole on a swap. Its model is dropped when it is retired,
+    so the teardown runs on the swapper thread even if the app still holds this object."""
 
     version: str
     path: Path
@@ -51,17 +52,28 @@ class Loaded:
     loaded_at: str
     signature: Signature | None = None
     users: int = field(default=0, repr=False, compare=False)
+    retired: bool = field(default=False, repr=False, compare=False)
     _mu: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
-    @contextlib.contextmanager
-    def held(self) -> Iterator[Loaded]:
+    def acquire(self) -> bool:
         with self._mu:
+            if self.retired:
+                return False
             self.users += 1
-        try:
-            yield self
-        finally:
-            with self._mu:
-                self.users -= 1
+            return True
+
+    def release(self) -> None:
+        with self._mu:
+            self.users -= 1
+
+    def retire(self) -> list[Any]:
+        """The model, handed over for teardown, if no request holds it now; else []."""
+        with self._mu:
+            if self.users or self.retired:
+                return []
+            self.retired = True
+            model, self.model = self.model, None
+        return [model]
 
 
 def _now() -> str:
@@ -156,13 +168,21 @@ class ModelLoader:
 
     @contextlib.contextmanager
     def session(self) -> Iterator[Loaded]:
-        """Hold one version for a whole request: every call inside sees the same model."""
-        with self._current().held() as live:
+        """Hold one version for a whole request: every call inside sees the same model.
+        Use `live.model` only inside the block; once retired, the version's model is gone."""
+        while True:
+            live = self._current()
+            if live.acquire():
+                break
+            # swapped and retired between the read and the acquire: _live is newer already
+        try:
             yield live
+        finally:
+            live.release()
 
     def run(self, *args: Any, **kwargs: Any) -> Any:
         """InferenceSession.run on the live version (or call a custom-loaded model)."""
-        with self._current().held() as live:
+        with self.session() as live:
             self.requests += 1
             model = live.model
             return model.run(*args, **kwargs) if hasattr(model, "run") else model(*args, **kwargs)
@@ -257,11 +277,11 @@ class ModelLoader:
 
     def _retire(self) -> None:
         """Drop retired versions no request holds any more, then return their memory."""
-        idle = [old for old in self._retiring if old.users == 0]
-        if not idle:
+        models = [model for old in self._retiring for model in old.retire()]
+        self._retiring = [old for old in self._retiring if not old.retired]
+        if not models:
             return
-        self._retiring = [old for old in self._retiring if old.users > 0]
-        idle.clear()  # the last references: the sessions are torn down here, on this thread
+        models.clear()  # the last references: the sessions are torn down here, on this thread
         memory.trim()
         live = self._live
         if self.shared and live is not None:

@@ -8,6 +8,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +67,21 @@ def test_sessions_do_not_spin_unless_the_app_asks(root: Path) -> None:
     with ModelLoader(root / "current", session_options=mine) as loader, loader.session() as live:
         used = live.model.get_session_options()
         assert (used.get_session_config_entry(key), used.intra_op_num_threads) == ("1", 1)
+
+
+def test_retired_version_is_torn_down_even_if_the_app_keeps_it(root: Path) -> None:
+    """An app that keeps `live` after its request would otherwise free the old session on its
+    own thread at its next request; the swapper drops the model itself once no request holds it."""
+    with ModelLoader(root / "current", poll_interval_s=0.05) as loader:
+        with loader.session() as kept:
+            session = weakref.ref(kept.model)
+        swap_link(root, "v2")
+        wait_until(lambda: loader.version == "v2", timeout=10, interval=0.005)
+        wait_until(lambda: kept.retired, timeout=10, interval=0.005)
+        assert kept.model is None
+        assert session() is None  # torn down although `kept` is still referenced here
+        assert not kept.acquire()  # a request that read it just before the swap moves on
+        assert float(loader.run(None, {"input": ONES})[0][0, 0]) == 2.0
 
 
 def test_twenty_swaps_under_load_drop_no_request(root: Path) -> None:
