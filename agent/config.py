@@ -24,6 +24,8 @@ class AgentConfig:
     max_backoff_s: float = 60.0
     on_swap_command: str | None = None
     on_swap_url: str | None = None
+    store_timeout_s: float = 5.0
+    min_rate_bps: int = 64 << 10
 
     def validate(self) -> list[str]:
         """Messages naming the flag for every value that cannot work."""
@@ -40,6 +42,10 @@ class AgentConfig:
             problems.append("--report-interval must be greater than 0 seconds")
         if self.max_backoff_s < self.interval_s:
             problems.append("--max-backoff must be at least --interval")
+        if self.store_timeout_s <= 0:
+            problems.append("--store-timeout must be greater than 0 seconds")
+        if self.min_rate_bps < 1:
+            problems.append("--min-rate must be at least 1 byte per second")
         if self.on_swap_url and not self.on_swap_url.startswith(("http://", "https://")):
             problems.append("--on-swap-url must be an http:// or https:// URL")
         return problems

@@ -22,7 +22,7 @@ import structlog
 from modelswap.errors import Cancelled, LocalIOError, ModelswapError
 from modelswap.fleet import write_report
 from modelswap.registry import Registry
-from modelswap.store import Store, open_store
+from modelswap.store import Store, StoreOptions, open_store
 
 from . import server
 from .config import AgentConfig
@@ -193,7 +193,10 @@ class Agent:
 
 
 async def serve(cfg: AgentConfig) -> int:
-    store = open_store(cfg.registry)
+    store = open_store(
+        cfg.registry,
+        StoreOptions(read_timeout_s=cfg.store_timeout_s, min_rate_bps=cfg.min_rate_bps),
+    )
     store.connect()
     agent = Agent(cfg, store)
     loop = asyncio.get_running_loop()

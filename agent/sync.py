@@ -100,6 +100,7 @@ class Syncer:
         cached = (
             self.layout.has(desired)
             and desired not in self._broken
+            and self._same_metadata(desired, meta)
             and not verify_local(self.layout.versions / desired, meta, full=False)
         )
         if not cached:
@@ -135,6 +136,17 @@ class Syncer:
         self._publish_local()
         self._prune(desired)
         return SyncResult(desired, desired, True, stats.bytes, time.monotonic() - started, previous)
+
+    def _same_metadata(self, version: str, meta: Metadata) -> bool:
+        """Whether the cached copy is of the registry's version of that name now: a name can
+        only come back with other bytes if someone bypassed gc's tombstone, and then the
+        cached copy must not be linked (its checksums are the old version's)."""
+        path = self.layout.versions / version / "metadata.json"
+        try:
+            local = Metadata.parse(path.read_bytes(), str(path), version)
+        except (OSError, ModelswapError):
+            return False
+        return local.raw == meta.raw
 
     def _prune(self, linked: str) -> None:
         others = [v for v in self.layout.local_versions() if v != linked]

@@ -59,7 +59,7 @@ def test_move_that_died_after_the_swap_gets_its_event_written(
         "expires": rfc3339(datetime.now(UTC) - timedelta(minutes=8)),
         "intent": {"pointer": "CURRENT", "from": "v1", "to": "v2"},
     }
-    registry.store.put(registry.lock_key("clf", "CURRENT"), json.dumps(dead).encode())
+    registry.store.put(registry.lock_key("clf", "moves"), json.dumps(dead).encode())
     move_pointer(registry, Move("clf", "CURRENT", "v3", "promote", "carol"))
     log = [(e["from"], e["to"], e["actor"], e["type"]) for e in history(registry, "clf")]
     assert log == [

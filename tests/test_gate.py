@@ -96,10 +96,13 @@ def test_shuffled_labels_are_refused_and_pointer_unchanged(
 def test_slightly_worse_within_tolerance_passes(
     registry_url: str, published: Registry, trained: Path
 ) -> None:
-    """0.9593 against 0.9630 passes at the default 0.005 and is refused at 0.001."""
+    """About 0.002 below 0.9630 passes at the default 0.005 and is refused at 0.001."""
     assert promote(registry_url, "v2")[0] == 0
     code, out, _ = gate(registry_url, trained, "slightly-worse")
-    assert (code, out.splitlines()[0][:30]) == (0, "new=0.9593 current=0.9630  (ac")
+    # The exact figure moves with scikit-learn's solver (0.9593 earlier, 0.9611 on 1.9).
+    new, current = (float(w.split("=")[1]) for w in out.splitlines()[0].split()[:2])
+    assert (code, current) == (0, 0.9630)
+    assert 0.001 < current - new < 0.005
     assert gate(registry_url, trained, "slightly-worse", "--tolerance", "0.001")[0] == 1
 
 
@@ -126,7 +129,7 @@ def test_force_needs_a_reason_and_is_recorded(
         gate_record["eval_set_sha256"]
         == hashlib.sha256((trained / "eval.npz").read_bytes()).hexdigest()
     )
-    assert round(gate_record["new"], 4) == 0.6093
+    assert 0.55 < gate_record["new"] < 0.65  # v3, ~0.61 whatever scikit-learn's version
 
 
 def test_gated_promote_records_the_result(

@@ -6,9 +6,8 @@ import contextlib
 from dataclasses import dataclass, field
 
 from modelswap import locks
-from modelswap.errors import InvalidMetadata, InvalidPointer, UsageError
+from modelswap.errors import Busy, InvalidMetadata, InvalidPointer, UsageError, VersionNotFound
 from modelswap.events import EventLog
-from modelswap.locks import Lease
 from modelswap.metadata import Metadata
 from modelswap.pointers import list_pointers
 from modelswap.registry import Registry
@@ -25,23 +24,18 @@ def collect_garbage(
     registry: Registry, model: str, *, keep: int, dry_run: bool, actor: str
 ) -> GcReport:
     """Keep every version a pointer names, the `keep` newest, and those the last `keep` events
-    name; delete the rest. Holds every pointer's lease meanwhile, so no promote can land on a
-    version while it is being deleted."""
+    name; delete the rest. Holds the model's move lease meanwhile, so no move of any pointer
+    can land on a version while it is being deleted; a deleted name is tombstoned."""
     if keep < 1:
         raise UsageError("--keep must be at least 1", hint="e.g. --keep 5")
     registry.require_model(model)
     with contextlib.ExitStack() as stack:
-        pointers = list_pointers(registry, model)
+        lease = None
         if not dry_run:
-            for name in sorted(pointers):
-                lease: Lease = locks.acquire(
-                    registry.store,
-                    registry.lock_key(model, name),
-                    f"pointer {model}/{name}",
-                    actor=actor,
-                )
-                stack.enter_context(lease)
-            pointers = list_pointers(registry, model)  # re-read under the leases
+            # The model's move lease: no move of any pointer, existing or new, can land on a
+            # version while gc decides and deletes.
+            lease = stack.enter_context(registry.move_lease(model, actor=actor).keep_alive())
+        pointers = list_pointers(registry, model)
         report = GcReport()
         for name, state in pointers.items():
             if isinstance(state, InvalidPointer):
@@ -69,10 +63,39 @@ def collect_garbage(
                 report.partial.append(v)
             elif m is not None and v not in report.kept:
                 report.deleted.append(v)
-        if not dry_run:
-            for v in report.deleted + report.partial:
-                registry.delete_version(model, v)
+        if lease is not None:
+            for v in report.deleted:
+                lease.check()
+                registry.delete_version(model, v, actor=actor)
+            for v in list(report.partial):
+                lease.check()
+                if not _delete_partial(registry, model, v, actor):
+                    report.partial.remove(v)
         return report
+
+
+def _delete_partial(registry: Registry, model: str, version: str, actor: str) -> bool:
+    """Delete a dead publish's leftovers under that version's publish lease, so a publish
+    that completes meanwhile is never touched; False when it is running or has completed."""
+    try:
+        lease = locks.acquire(
+            registry.store,
+            registry.lock_key(model, f"publish-{version}"),
+            f"version {model}/{version}",
+            actor=actor,
+            ttl_s=registry.lease_ttl_s,
+        )
+    except Busy:
+        return False
+    with lease:
+        try:
+            registry.metadata(model, version)
+        except VersionNotFound:
+            registry.delete_version(model, version, actor=actor)
+            return True
+        except InvalidMetadata:
+            return False
+        return False
 
 
 def _created(meta: Metadata) -> str:

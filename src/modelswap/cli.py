@@ -35,10 +35,10 @@ from modelswap.pointers import (
     move_pointer,
     read_pointer,
     require_pointer,
-    rollback_target,
+    rollback_plan,
 )
 from modelswap.registry import METADATA_KEYS, PublishRequest, Registry, collect_files
-from modelswap.store import open_store
+from modelswap.store import StoreOptions, open_store
 
 
 class _Parser(argparse.ArgumentParser):
@@ -46,8 +46,22 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(message, hint=f"see `{self.prog} --help`")
 
 
+def _store_options(args: argparse.Namespace) -> StoreOptions:
+    options = StoreOptions(read_timeout_s=args.store_timeout)
+    problems = options.validate()
+    if problems:
+        raise UsageError(problems[0], hint="e.g. --store-timeout 5")
+    return options
+
+
 def _registry(args: argparse.Namespace) -> Registry:
-    return Registry(open_store(args.registry))
+    return Registry(open_store(args.registry, _store_options(args)))
+
+
+def _warn(problems: list[ModelswapError]) -> None:
+    for p in problems:
+        print(f"warning: {p}", file=sys.stderr)
+        print(f"hint: {p.hint}", file=sys.stderr)
 
 
 def _print_json(value: Any) -> None:
@@ -284,6 +298,7 @@ def cmd_promote(args: argparse.Namespace) -> int:
         reason=args.reason,
         gate=gate,
         expect=expect,
+        verify=args.verify,
     )
     _print_move(move_pointer(reg, move), model, pointer, version)
     return 0
@@ -293,7 +308,10 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     reg = _registry(args)
     check_model(args.model)
     check_pointer_name(args.pointer)
-    target = check_version(args.to) if args.to else rollback_target(reg, args.model, args.pointer)
+    if args.to:
+        target, expect = check_version(args.to), None
+    else:  # back from exactly the version the log was read for
+        target, expect = rollback_plan(reg, args.model, args.pointer)
     move = Move(
         model=args.model,
         pointer=args.pointer,
@@ -301,13 +319,16 @@ def cmd_rollback(args: argparse.Namespace) -> int:
         type="rollback",
         actor=args.actor,
         reason=args.reason,
+        expect=expect,
     )
     _print_move(move_pointer(reg, move), args.model, args.pointer, target)
     return 0
 
 
 def cmd_history(args: argparse.Namespace) -> int:
-    events = history(_registry(args), check_model(args.model))
+    problems: list[ModelswapError] = []
+    events = history(_registry(args), check_model(args.model), problems)
+    _warn(problems)
     if args.json:
         _print_json(events)
     else:
@@ -432,6 +453,8 @@ def cmd_agent(args: argparse.Namespace) -> int:
         else max(60.0, args.interval),
         on_swap_command=args.on_swap_command,
         on_swap_url=args.on_swap_url,
+        store_timeout_s=args.store_timeout,
+        min_rate_bps=args.min_rate,
     )
     problems = cfg.validate()
     if problems:
@@ -462,6 +485,13 @@ def build_parser() -> argparse.ArgumentParser:
             help="s3://bucket/prefix, file:///path or a folder",
         )
         add_flag(p, "--actor", default=default_actor_, help="who is acting, for the event log")
+        add_flag(
+            p,
+            "--store-timeout",
+            type=float,
+            default=StoreOptions.read_timeout_s if p is top else argparse.SUPPRESS,
+            help="seconds a network store may stay silent before a request fails",
+        )
     parser = _Parser(prog="modelswap", description=__doc__, parents=[top])
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
@@ -545,6 +575,12 @@ def _add_move_commands(command: Command) -> None:
     add_flag(
         p, "--force", action="store_true", help="move even if the gate refuses (needs --reason)"
     )
+    add_flag(
+        p,
+        "--verify",
+        action="store_true",
+        help="re-hash every stored file first (stored sizes are always checked)",
+    )
 
     p = command("gate", cmd_gate, "evaluate candidate and current on one eval set; exit 1 if worse")
     p.add_argument("model")
@@ -589,6 +625,13 @@ def _add_fleet_commands(command: Command) -> None:
     )
     add_flag(p, "--on-swap-command", help="run after every swap (env: MODELSWAP_VERSION, ...)")
     add_flag(p, "--on-swap-url", help="POST {model, version, previous_version, path} after a swap")
+    add_flag(
+        p,
+        "--min-rate",
+        type=int,
+        default=64 << 10,
+        help="bytes/s below which a download is abandoned and retried (over 2 x --store-timeout)",
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

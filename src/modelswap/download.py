@@ -9,11 +9,13 @@ from __future__ import annotations
 import collections
 import concurrent.futures
 import errno
+import functools
 import hashlib
 import itertools
 import os
 import shutil
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -84,10 +86,9 @@ def fetch_version(
         small = [n for n in names if meta.files[n].size < PARALLEL_MIN]
         for name in large:  # each already fetched by several ranged GETs at once
             one(name)
-        if small:  # many small files: one GET each, several at a time
-            with concurrent.futures.ThreadPoolExecutor(THREADS) as pool:
-                for _ in pool.map(one, small):
-                    pass
+        # Many small files: one GET each, several at a time.
+        for fut in _bounded([functools.partial(one, n) for n in small], THREADS):
+            fut.result()
         (staging / METADATA_FILE).write_bytes(metadata_bytes)
         for path in staging.rglob("*"):
             path.chmod(
@@ -98,10 +99,43 @@ def fetch_version(
         raise
 
 
+def _spawn(fn: Callable[[], Any], gate: threading.Semaphore) -> concurrent.futures.Future[Any]:
+    """Run fn on a daemon thread. Not a ThreadPoolExecutor: the interpreter joins a pool's
+    threads at exit, so one blocked in a read of a stalled store would keep a SIGTERMed agent
+    alive; a daemon thread is dropped at exit, and its output is only ever a staging file."""
+    fut: concurrent.futures.Future[Any] = concurrent.futures.Future()
+
+    def run() -> None:
+        with gate:
+            if not fut.set_running_or_notify_cancel():
+                return
+            try:
+                fut.set_result(fn())
+            except BaseException as e:  # noqa: BLE001 - handed to whoever waits on fut
+                fut.set_exception(e)
+
+    threading.Thread(target=run, daemon=True, name="modelswap-fetch").start()
+    return fut
+
+
+def _bounded(jobs: list[Callable[[], Any]], threads: int) -> list[concurrent.futures.Future[Any]]:
+    """Start every job on a daemon thread, at most `threads` running at once; the futures
+    are returned in order, and on the first failure the ones not yet started are cancelled."""
+    gate = threading.Semaphore(threads)
+    futs = [_spawn(job, gate) for job in jobs]
+    for fut in futs:
+        if fut.exception() is not None:
+            for other in futs:
+                other.cancel()
+            break
+    return futs
+
+
 class _Job(NamedTuple):
     store: Store
     key: str
     fd: int
+    path: Path
     size: int
     digest: Any
     cancel: threading.Event
@@ -122,7 +156,7 @@ def _download(
     try:
         fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
-            job = _Job(store, key, fd, size, digest, cancel, stats)
+            job = _Job(store, key, fd, target, size, digest, cancel, stats)
             # No fsync: it cost a third of a 200 MB fetch here, and durability comes from the
             # start-up check instead, which re-hashes every local copy after any restart
             # (a power loss included) and re-fetches what does not match.
@@ -154,7 +188,7 @@ def _download(
 
 
 def _streamed(job: _Job) -> None:
-    store, key, fd, size, digest, cancel, stats = job
+    store, key, fd, _path, size, digest, cancel, stats = job
     written = 0
     for chunk in store.iter_chunks(key, CHUNK):
         if cancel.is_set():
@@ -172,7 +206,7 @@ def _streamed(job: _Job) -> None:
 def _ranged(job: _Job) -> None:
     """Parallel ranged GETs written at their offsets, hashed strictly in order as they land,
     with a bounded window so memory stays at WINDOW parts whatever the file size."""
-    store, key, fd, size, digest, cancel, stats = job
+    store, key, _fd, path, size, digest, cancel, stats = job
     stored = store.head(key).size
     if stored != size:
         raise IntegrityError(f"{key} is {stored} bytes, {METADATA_FILE} says {size}")
@@ -183,22 +217,34 @@ def _ranged(job: _Job) -> None:
         data = store.read_range(key, offset, length)
         if len(data) != length:
             raise IntegrityError(f"{key} returned {len(data)} bytes for a {length}-byte range")
-        os.pwrite(fd, data, offset)
+        if cancel.is_set():
+            raise Cancelled("download stopped: the agent is shutting down")
+        # Each part opens the file itself: a part still running after the fetch failed or
+        # was cancelled must never write through a descriptor number that was closed and
+        # reused meanwhile. The open fails once the staging folder is gone.
+        part_fd = os.open(path, os.O_WRONLY)
+        try:
+            os.pwrite(part_fd, data, offset)
+        finally:
+            os.close(part_fd)
         return data
 
     parts = iter([(off, min(PART, size - off)) for off in range(0, size, PART)])
-    pool = concurrent.futures.ThreadPoolExecutor(THREADS, thread_name_prefix="modelswap-fetch")
+    gate = threading.Semaphore(THREADS)
+    window: collections.deque[concurrent.futures.Future[Any]] = collections.deque()
     try:
-        window = collections.deque(pool.submit(fetch, *p) for p in itertools.islice(parts, WINDOW))
+        for p in itertools.islice(parts, WINDOW):
+            window.append(_spawn(functools.partial(fetch, *p), gate))
         while window:
             data = window.popleft().result()
             digest.update(data)
             stats.add(len(data))
             nxt = next(parts, None)
             if nxt is not None:
-                window.append(pool.submit(fetch, *nxt))
+                window.append(_spawn(functools.partial(fetch, *nxt), gate))
     finally:
-        pool.shutdown(wait=False, cancel_futures=True)
+        for fut in window:
+            fut.cancel()
 
 
 def verify_local(folder: Path, meta: Metadata, *, full: bool) -> list[str]:

@@ -5,6 +5,7 @@ ModelswapError                 .hint says what to do next; the CLI prints error:
 ├── InvalidName                a model, version, pointer or file name breaks the rules
 ├── StoreError                 the storage seam (raised by every backend alike)
 │   ├── StoreUnavailable       cannot reach or use the store (network, credentials, bucket)
+│   │   └── OutcomeUnknown     a write whose reply was lost, and reading back could not tell
 │   ├── ObjectNotFound         no object at that key
 │   ├── ObjectExists           a create-only write found the key taken
 │   └── PreconditionFailed     a compare-and-swap lost (the ETag moved)
@@ -18,6 +19,7 @@ ModelswapError                 .hint says what to do next; the CLI prints error:
     ├── InvalidMetadata        metadata.json that is not valid JSON or breaks the schema
     ├── IntegrityError         stored bytes do not match metadata.json
     ├── Busy                   another operator holds the lock (publish or pointer move)
+    │   └── LeaseLost          our own lock lapsed or was taken over; we stopped
     └── PointerMoved           the pointer moved under you; nothing was overwritten
 """
 
@@ -51,6 +53,13 @@ class StoreError(ModelswapError):
 class StoreUnavailable(StoreError):
     default_hint = (
         "check --registry / MODELSWAP_REGISTRY, AWS_ENDPOINT_URL and credentials, then retry"
+    )
+
+
+class OutcomeUnknown(StoreUnavailable):
+    default_hint = (
+        "the store did not answer whether the write landed; check with `modelswap versions` "
+        "or `modelswap history`, then retry"
     )
 
 
@@ -106,6 +115,10 @@ class IntegrityError(RegistryError):
 
 class Busy(RegistryError):
     default_hint = "wait for the other command to finish, then retry"
+
+
+class LeaseLost(Busy):
+    default_hint = "retry the command; check the store's health if it happens again"
 
 
 class PointerMoved(RegistryError):

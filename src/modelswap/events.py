@@ -1,8 +1,11 @@
 """The append-only log of pointer moves: <model>/events/<seq>.json, one object a move.
 
-Every event is a create-only write at the next free sequence number, so sequence numbers are
-unique per model and the key order is the order of the log. Writers hold the pointer's lock
-(pointers.py), so for each pointer every event's `from` is the previous event's `to`.
+Every event is a create-only write at one past the highest sequence number in the log, made
+while holding the model's move lease (pointers.py), so the log's order is the order in which
+pointers really moved and, for each pointer, every event's `from` is the previous event's `to`.
+Sequence numbers are read as numbers of any width: a hand-made key such as 9999999999.json
+cannot hide the events after it or reorder them. An object under events/ that is not an event
+(garbage, a partial hand edit) is reported with its key and skipped, never a wall.
 """
 
 from __future__ import annotations
@@ -13,12 +16,16 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from modelswap.errors import InvalidMetadata, ObjectExists, ObjectNotFound
+from modelswap.errors import Busy, InvalidMetadata, ObjectExists, ObjectNotFound
+from modelswap.names import NAME_RE, POINTER_RE
 from modelswap.store import Store
 
 EVENTS_DIR = "events"
-_KEY_RE = re.compile(r"(\d{10})\.json")
+EVENT_MAX_BYTES = 1 << 20
+_KEY_RE = re.compile(r"(\d{10,})\.json")
 FIELDS = ("seq", "time", "actor", "pointer", "from", "to", "reason", "gate", "type")
+# Planted keys at the next numbers could keep a writer busy; past this many it gives up.
+APPEND_ATTEMPTS = 20
 
 
 @dataclass(frozen=True)
@@ -27,11 +34,16 @@ class EventRef:
     key: str
 
 
+def _version_or_none(value: Any) -> bool:
+    return value is None or (isinstance(value, str) and NAME_RE.fullmatch(value) is not None)
+
+
 class EventLog:
     def __init__(self, store: Store, model: str) -> None:
         self.store = store
         self.model = model
         self.prefix = f"{model}/{EVENTS_DIR}/"
+        self.problems: list[InvalidMetadata] = []  # unreadable events met so far, each once
 
     def refs(self) -> list[EventRef]:
         out = []
@@ -42,42 +54,83 @@ class EventLog:
         return sorted(out, key=lambda r: r.seq)
 
     def read(self, ref: EventRef) -> dict[str, Any]:
-        blob = self.store.read(ref.key, max_bytes=1 << 20)
+        """One event; InvalidMetadata (naming the object) when it is not one."""
+        where = f"{self.store.url}/{ref.key}"
+        hint = f"fix or delete {where} by hand; until then it is skipped"
+        blob = self.store.read(ref.key, max_bytes=EVENT_MAX_BYTES)
+        if blob.truncated:
+            raise InvalidMetadata(f"event {where} is {blob.size} bytes, not an event", hint=hint)
         try:
             event = json.loads(blob.data)
-        except ValueError as e:
-            raise InvalidMetadata(f"event {ref.key} is not valid JSON") from e
+        except (UnicodeDecodeError, ValueError) as e:
+            raise InvalidMetadata(f"event {where} is not valid JSON", hint=hint) from e
         if not isinstance(event, dict):
-            raise InvalidMetadata(f"event {ref.key} is not a JSON object")
+            raise InvalidMetadata(f"event {where} is not a JSON object", hint=hint)
+        pointer = event.get("pointer")
+        if not isinstance(pointer, str) or not POINTER_RE.fullmatch(pointer):
+            raise InvalidMetadata(f"event {where} names no valid pointer", hint=hint)
+        if not _version_or_none(event.get("to")) or not _version_or_none(event.get("from")):
+            raise InvalidMetadata(f"event {where} has an invalid 'from' or 'to'", hint=hint)
         event["seq"] = ref.seq
         return event
 
+    def _read_or_skip(self, ref: EventRef) -> dict[str, Any] | None:
+        try:
+            return self.read(ref)
+        except InvalidMetadata as e:
+            if str(e) not in {str(p) for p in self.problems}:
+                self.problems.append(e)
+            return None
+        except ObjectNotFound:
+            return None  # removed between the listing and the read (a failed move's event)
+
     def all(self) -> list[dict[str, Any]]:
+        """Every readable event, oldest first; unreadable ones land in self.problems."""
         refs = self.refs()
         if not refs:
             return []
         with concurrent.futures.ThreadPoolExecutor(min(16, len(refs))) as pool:
-            return list(pool.map(self.read, refs))
+            events = list(pool.map(self._read_or_skip, refs))
+        return [e for e in events if e is not None]
 
     def last(self, pointer: str) -> dict[str, Any] | None:
-        """The pointer's latest event, read newest first (usually one or two GETs)."""
+        """The pointer's latest readable event, read newest first (usually one or two GETs)."""
         for ref in reversed(self.refs()):
-            event = self.read(ref)
-            if event.get("pointer") == pointer:
+            event = self._read_or_skip(ref)
+            if event is not None and event.get("pointer") == pointer:
+                return event
+        return None
+
+    def find(self, field: str, value: str, within: int = 50) -> dict[str, Any] | None:
+        """The newest event among the last `within` whose `field` is value."""
+        for ref in list(reversed(self.refs()))[:within]:
+            event = self._read_or_skip(ref)
+            if event is not None and event.get(field) == value:
                 return event
         return None
 
     def append(self, event: dict[str, Any]) -> dict[str, Any]:
-        """Write event at the next free sequence number; returns it with `seq` set."""
+        """Write event one past the highest sequence number; returns it with `seq` set."""
         refs = self.refs()
         seq = refs[-1].seq + 1 if refs else 1
         body = {k: event.get(k) for k in FIELDS if k != "seq"}
         body.update({k: v for k, v in event.items() if k not in FIELDS})
-        for _ in range(1000):
-            key = f"{self.prefix}{seq:010d}.json"
+        data = (json.dumps(body, sort_keys=True) + "\n").encode()
+        for _ in range(APPEND_ATTEMPTS):
             try:
-                self.store.put_new(key, (json.dumps(body, sort_keys=True) + "\n").encode())
+                self.store.put_new(self.key(seq), data)
                 return {"seq": seq, **body}
             except ObjectExists:
-                seq += 1  # another pointer of this model moved at the same moment
-        raise ObjectNotFound(f"could not find a free event number under {self.prefix}")
+                seq += 1  # a key planted by hand since our listing
+        raise Busy(
+            f"could not write an event under {self.store.url}/{self.prefix}: the next "
+            f"{APPEND_ATTEMPTS} numbers were taken while trying",
+            hint="something else is writing under events/; nothing was moved",
+        )
+
+    def remove(self, event: dict[str, Any]) -> None:
+        """Delete an event this command wrote for a move that did not happen."""
+        self.store.delete(self.key(int(event["seq"])))
+
+    def key(self, seq: int) -> str:
+        return f"{self.prefix}{seq:010d}.json"

@@ -1,9 +1,8 @@
 """Pointers (CURRENT, CANARY, ...): plain-text objects naming a version, moved with CAS.
 
-A move takes the pointer's lease, checks the pointer still holds what the operator saw,
-records any hand edit it finds as an out-of-band event, swaps the pointer with If-Match and
-appends one event. The lease carries the move's intent, so if the process dies between the
-swap and the event, the next operator's move writes the missing event before its own.
+A move takes the model's move lease (one for all its pointers, also taken by gc), checks the
+pointer still holds what the operator saw, records any hand edit it finds as an out-of-band
+event, writes its own event and then swaps the pointer with If-Match (see move_pointer).
 """
 
 from __future__ import annotations
@@ -11,17 +10,21 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from modelswap import locks
 from modelswap.errors import (
+    Busy,
     InvalidPointer,
+    ModelswapError,
     ObjectExists,
     ObjectNotFound,
+    OutcomeUnknown,
     PointerMoved,
     PointerNotFound,
     PreconditionFailed,
+    StoreError,
     VersionNotFound,
 )
 from modelswap.events import EventLog
+from modelswap.locks import Lease
 from modelswap.metadata import rfc3339, utc_now
 from modelswap.names import POINTER_MAX_BYTES, POINTER_RE, check_pointer_name, parse_pointer
 from modelswap.registry import Registry
@@ -111,12 +114,19 @@ class Move:
     reason: str | None = None
     gate: dict[str, Any] | None = None
     expect: str | None = None  # refuse unless the pointer names this (None: what we read)
+    verify: bool = False  # re-hash every stored file of the target first (sizes always)
 
 
 def move_pointer(registry: Registry, move: Move) -> dict[str, Any] | None:
-    """Move the pointer; returns the event, or None when it already names move.to."""
+    """Move the pointer; returns the event, or None when it already names move.to.
+
+    Under the model's move lease: the event is written first, then the pointer is swapped by
+    compare-and-swap. A swap that fails removes the event again, so a move is never made
+    without its event and an event never stands for a move that did not happen. If this
+    process dies in between, the lease (which carries the move as its intent) is taken over
+    by the next mover, who settles it before its own move (_settle_dead_move)."""
     check_pointer_name(move.pointer)
-    registry.metadata(move.model, move.to)  # the target must be a complete, valid version
+    registry.check_stored(move.model, move.to, full=move.verify)
     seen = read_pointer(registry, move.model, move.pointer)
     if move.expect is not None and (seen.version if seen else None) != move.expect:
         raise PointerMoved(
@@ -125,37 +135,32 @@ def move_pointer(registry: Registry, move: Move) -> dict[str, Any] | None:
     if seen is not None and seen.version == move.to:
         return None
     log = EventLog(registry.store, move.model)
-    intent = {"pointer": move.pointer, "from": seen.version if seen else None, "to": move.to}
-    with locks.acquire(
-        registry.store,
-        registry.lock_key(move.model, move.pointer),
-        f"pointer {move.model}/{move.pointer}",
+    intent = {
+        "pointer": move.pointer,
+        "from": seen.version if seen else None,
+        "to": move.to,
+        "type": move.type,
+        "reason": move.reason,
+        "gate": move.gate,
+    }
+    lease = registry.move_lease(
+        move.model,
         actor=move.actor,
         intent=intent,
-        on_stale=lambda held: _finish_dead_move(registry, log, move, held),
-    ):
+        on_stale=lambda held, _lease: _settle_dead_move(registry, log, move.model, held),
+    )
+    with lease:
         now = read_pointer(registry, move.model, move.pointer)
         if (now.etag if now else None) != (seen.etag if seen else None):
             raise PointerMoved(
                 f"{move.model}/{move.pointer} moved from {seen.version if seen else 'nothing'} "
                 f"to {now.version if now else 'nothing'} while this command ran; nothing changed"
             )
-        registry.metadata(move.model, move.to)  # again, under the lock that gc also takes
+        registry.metadata(move.model, move.to)  # again, under the lease that gc also takes
         oob = out_of_band_event(log.last(move.pointer), now, move.pointer)
         if oob is not None:
             log.append(oob)
-        data = f"{move.to}\n".encode()
-        key = pointer_key(move.model, move.pointer)
-        try:
-            if now is None:
-                registry.store.put_new(key, data)
-            else:
-                registry.store.put_if_match(key, data, now.etag)
-        except (PreconditionFailed, ObjectExists) as e:
-            raise PointerMoved(
-                f"{move.model}/{move.pointer} changed while this command ran; nothing changed"
-            ) from e
-        return log.append(
+        event = log.append(
             {
                 "time": utc_now(),
                 "actor": move.actor,
@@ -165,37 +170,88 @@ def move_pointer(registry: Registry, move: Move) -> dict[str, Any] | None:
                 "reason": move.reason,
                 "gate": move.gate,
                 "type": move.type,
+                "move_id": lease.owner,
             }
         )
+        _swap(registry, log, lease=lease, move=move, now=now, event=event)
+        return event
 
 
-def _finish_dead_move(registry: Registry, log: EventLog, move: Move, held: dict[str, Any]) -> None:
-    """A lease whose holder died: if its pointer swap happened, log the event it never wrote."""
+def _swap(
+    registry: Registry,
+    log: EventLog,
+    *,
+    lease: Lease,
+    move: Move,
+    now: PointerState | None,
+    event: dict[str, Any],
+) -> None:
+    data = f"{move.to}\n".encode()
+    key = pointer_key(move.model, move.pointer)
+    try:
+        lease.check()
+        if now is None:
+            registry.store.put_new(key, data)
+        else:
+            registry.store.put_if_match(key, data, now.etag)
+    except OutcomeUnknown:
+        # Whether the pointer moved is unknown: keep the lease (and its intent) so the next
+        # mover settles it from what the store then holds.
+        lease.abandon()
+        raise
+    except (PreconditionFailed, ObjectExists, StoreError, Busy) as e:
+        try:
+            log.remove(event)
+        except StoreError:
+            lease.abandon()  # the next mover removes the event the pointer never followed
+        if isinstance(e, PreconditionFailed | ObjectExists):
+            raise PointerMoved(
+                f"{move.model}/{move.pointer} changed while this command ran; nothing changed"
+            ) from e
+        raise
+
+
+def _settle_dead_move(registry: Registry, log: EventLog, model: str, held: dict[str, Any]) -> None:
+    """A lease whose holder died mid-move: make the log match the pointer again. Runs only in
+    the one process that won the lease's compare-and-swap take-over."""
     intent = held.get("intent")
-    if not isinstance(intent, dict) or intent.get("pointer") != move.pointer:
+    if not isinstance(intent, dict) or not isinstance(intent.get("pointer"), str):
         return
-    state = read_pointer(registry, move.model, move.pointer)
-    last = log.last(move.pointer)
-    moved = state is not None and state.version == intent.get("to")
-    logged = last is not None and last.get("to") == intent.get("to")
-    if moved and not logged and (last.get("to") if last else None) == intent.get("from"):
-        log.append(
+    pointer = intent["pointer"]
+    state = read_pointer(registry, model, pointer)
+    current = state.version if state else None
+    owner = held.get("owner")
+    written = log.find("move_id", owner) if isinstance(owner, str) else None
+    if written is not None:
+        if current != intent.get("to") and current == intent.get("from"):
+            log.remove(written)  # the event was written, the pointer never moved
+        return
+    last = log.last(pointer)
+    logged_to = last.get("to") if last else None
+    if current == intent.get("to") and logged_to == intent.get("from"):
+        log.append(  # the pointer moved and the process died before logging it
             {
                 "time": state.modified if state else utc_now(),
                 "actor": held.get("actor"),
-                "pointer": move.pointer,
+                "pointer": pointer,
                 "from": intent.get("from"),
                 "to": intent.get("to"),
-                "reason": "recorded after the moving command died",
-                "gate": None,
-                "type": "promote",
+                "reason": intent.get("reason") or "recorded after the moving command died",
+                "gate": intent.get("gate"),
+                "type": intent.get("type") or "promote",
                 "recovered": True,
+                "move_id": owner,
             }
         )
 
 
 def rollback_target(registry: Registry, model: str, pointer: str) -> str:
     """The version live before the current one: the `from` of the move that set it."""
+    return rollback_plan(registry, model, pointer)[0]
+
+
+def rollback_plan(registry: Registry, model: str, pointer: str) -> tuple[str, str]:
+    """(target, the version the pointer names now): the move is made only from that one."""
     state = require_pointer(registry, model, pointer)
     log = EventLog(registry.store, model)
     last = log.last(pointer)
@@ -206,18 +262,26 @@ def rollback_target(registry: Registry, model: str, pointer: str) -> str:
             f"{model}/{pointer} has no earlier version to roll back to",
             hint="name one with --to VERSION",
         )
-    return str(previous)
+    return str(previous), state.version
 
 
-def history(registry: Registry, model: str) -> list[dict[str, Any]]:
-    """The event log, oldest first, plus a seq-less out-of-band entry for any unlogged edit."""
+def history(
+    registry: Registry, model: str, problems: list[ModelswapError] | None = None
+) -> list[dict[str, Any]]:
+    """The event log, oldest first, plus a seq-less out-of-band entry for any unlogged edit.
+    Unreadable events and malformed pointers are skipped and added to `problems`."""
     registry.require_model(model)
-    events = EventLog(registry.store, model).all()
+    log = EventLog(registry.store, model)
+    events = log.all()
+    if problems is not None:
+        problems.extend(log.problems)
     last_by_pointer: dict[str, dict[str, Any]] = {}
     for e in events:
         last_by_pointer[str(e.get("pointer"))] = e
     for name, state in list_pointers(registry, model).items():
         if isinstance(state, InvalidPointer):
+            if problems is not None:
+                problems.append(state)
             continue
         oob = out_of_band_event(last_by_pointer.get(name), state, name)
         if oob is not None:
@@ -235,5 +299,6 @@ __all__ = [
     "move_pointer",
     "read_pointer",
     "require_pointer",
+    "rollback_plan",
     "rollback_target",
 ]

@@ -1,8 +1,10 @@
 """Versions in the registry: publish, list, read, verify, delete.
 
 A version exists when its metadata.json does; publish writes it last, create-only, while
-holding a lease on the version name, so an interrupted publish leaves nothing visible and two
-publishers of one name cannot both win.
+holding a lease on the version name (confirmed just before that write), so an interrupted
+publish leaves nothing visible and two publishers of one name cannot both win. A name gc
+deleted keeps a tombstone (<model>/.deleted/<version>.json) and is never published again:
+an agent that cached the old bytes under that name would otherwise serve them as the new.
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import hashlib
+import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,6 +24,7 @@ from modelswap.errors import (
     IntegrityError,
     InvalidMetadata,
     InvalidName,
+    LeaseLost,
     ModelNotFound,
     ObjectExists,
     ObjectNotFound,
@@ -40,6 +45,9 @@ from modelswap.names import (
 from modelswap.store import Store
 
 LOCKS_DIR = ".locks"
+TOMBSTONES_DIR = ".deleted"
+MOVES_LOCK = "moves"  # one lease for every pointer move of a model, and for gc
+MOVE_WAIT_S = 15.0  # a move waits this long for another move or a gc to finish
 RESERVED = {"events", "fleet"}
 METADATA_KEYS = {"version", "created", "git_sha", "training_data", "metrics", "notes", "files"}
 
@@ -98,8 +106,9 @@ def collect_files(paths: list[Path]) -> dict[str, Path]:
 
 
 class Registry:
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, *, lease_ttl_s: float = locks.LEASE_TTL_S) -> None:
         self.store = store
+        self.lease_ttl_s = lease_ttl_s
 
     # -- keys ------------------------------------------------------------------------------
 
@@ -110,6 +119,32 @@ class Registry:
     @staticmethod
     def lock_key(model: str, name: str) -> str:
         return f"{model}/{LOCKS_DIR}/{name}.lock"
+
+    @staticmethod
+    def tombstone_key(model: str, version: str) -> str:
+        return f"{model}/{TOMBSTONES_DIR}/{version}.json"
+
+    def move_lease(
+        self,
+        model: str,
+        *,
+        actor: str,
+        intent: dict[str, Any] | None = None,
+        on_stale: Callable[[dict[str, Any], locks.Lease], None] | None = None,
+    ) -> locks.Lease:
+        """The lease every pointer move of the model and gc hold: moves of different pointers
+        (an existing CURRENT, a new CANARY) and gc's deletes are serialized by one object, so
+        gc can never delete a version a move is landing on."""
+        return locks.acquire(
+            self.store,
+            self.lock_key(model, MOVES_LOCK),
+            f"the pointers of {model}",
+            actor=actor,
+            intent=intent,
+            on_stale=on_stale,
+            wait_s=MOVE_WAIT_S,
+            ttl_s=self.lease_ttl_s,
+        )
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -176,17 +211,37 @@ class Registry:
     # -- publishing ------------------------------------------------------------------------
 
     def next_version(self, model: str) -> str:
-        numbers = [version_number(v) for v in self.version_names(model)]
-        return f"v{max((n for n in numbers if n is not None), default=0) + 1}"
+        """One past the highest vN ever used: versions, publishes in flight, gc's tombstones."""
+        check_model(model)
+        taken = {o.key.rsplit("/", 1)[-1] for o in self.store.objects(f"{model}/{LOCKS_DIR}/")}
+        taken = {t.removeprefix("publish-").removesuffix(".lock") for t in taken}
+        taken |= set(self.version_names(model)) | set(self.tombstones(model))
+        numbers = [n for n in (version_number(v) for v in taken) if n is not None]
+        return f"v{max(numbers, default=0) + 1}"
+
+    def tombstones(self, model: str) -> list[str]:
+        prefix = f"{model}/{TOMBSTONES_DIR}/"
+        return [
+            o.key[len(prefix) :].removesuffix(".json")
+            for o in self.store.objects(prefix)
+            if o.key.endswith(".json")
+        ]
 
     def publish(self, req: PublishRequest) -> Metadata:
         check_model(req.model)
         if req.version is not None:
             return self._publish_as(req, check_new_version(req.version))
-        for _ in range(50):  # racing auto-numbered publishers each take the next free vN
-            version = self.next_version(req.model)
+        number = 0
+        for _ in range(50):
+            # Racing auto-numbered publishers each take the next free vN: one that finds a
+            # number taken (or its lease held) moves past it instead of re-reading the same
+            # listing, so N racers need at most N tries whatever the upload takes.
+            listed = version_number(self.next_version(req.model)) or 1
+            number = max(number + 1, listed)
             try:
-                return self._publish_as(req, version)
+                return self._publish_as(req, f"v{number}")
+            except LeaseLost:
+                raise
             except (VersionExists, Busy):
                 continue
         raise Busy(f"could not find a free version number for {req.model}")
@@ -198,27 +253,50 @@ class Registry:
             self.lock_key(req.model, f"publish-{version}"),
             f"version {req.model}/{version}",
             actor=req.actor,
+            ttl_s=self.lease_ttl_s,
         ).keep_alive() as lease:
             if self._exists(key):
                 raise VersionExists(f"version {req.model}/{version} already exists")
+            tomb = self.tombstone_key(req.model, version)
+            if self._exists(tomb):
+                raise VersionExists(
+                    f"version {req.model}/{version} was deleted by gc; version names are "
+                    "never reused",
+                    hint="publish under a new --version, or omit it for the next vN",
+                )
             prefix = f"{req.model}/{version}/"
             for leftover in list(self.store.objects(prefix)):  # from an interrupted publish
                 self.store.delete(leftover.key)
             written: list[str] = []
+            meta: Metadata | None = None
             try:
                 files = {}
                 for name, path in req.files.items():
+                    lease.check()
                     files[name] = self._upload(prefix + name, path)
                     written.append(prefix + name)
                 meta = self._metadata(req, version, files)
-                lease.check()
+                lease.confirm()  # a lease that lapsed while uploading stops us here
                 self.store.put_new(key, meta.to_json())
             except BaseException:
-                for k in written:  # leave no partial version behind, also on Ctrl-C
-                    with contextlib.suppress(StoreError):
-                        self.store.delete(k)
+                self._undo_publish(key, meta, written)
                 raise
             return meta
+
+    def _undo_publish(self, key: str, meta: Metadata | None, written: list[str]) -> None:
+        """Leave no partial version behind, also on Ctrl-C: our metadata.json first (a write
+        whose outcome was unknown may have landed), then the files."""
+        with contextlib.suppress(StoreError):
+            if meta is not None:
+                try:
+                    stored = self.store.read(key, max_bytes=METADATA_MAX_BYTES)
+                except ObjectNotFound:
+                    pass
+                else:
+                    if stored.data == meta.to_json():
+                        self.store.delete(key, if_match=stored.etag)
+            for k in written:
+                self.store.delete(k)
 
     def _exists(self, key: str) -> bool:
         try:
@@ -290,10 +368,52 @@ class Registry:
         if problems:
             raise IntegrityError(f"{model}/{version} failed verification: {problems[0]}")
 
-    def delete_version(self, model: str, version: str) -> int:
-        """Delete metadata.json first (the version vanishes at once), then its files."""
+    def check_stored(self, model: str, version: str, *, full: bool = False) -> Metadata:
+        """The version's metadata, after checking that every file it lists is stored with
+        its size (one listing), or with full=True its sha256 too (reads every byte). Refuses
+        with IntegrityError: a pointer must never name a version the fleet would refuse."""
+        meta = self.metadata(model, version)
+        prefix = f"{model}/{version}/"
+        if full:
+            problems = self.verify(model, version)
+        else:
+            sizes = {o.key[len(prefix) :]: o.size for o in self.store.objects(prefix)}
+            problems = [
+                f"{name}: missing from the store"
+                if name not in sizes
+                else f"{name}: size {sizes[name]} != {entry.size} in {METADATA_FILE}"
+                for name, entry in meta.files.items()
+                if sizes.get(name) != entry.size
+            ]
+        if problems:
+            raise IntegrityError(
+                f"{model}/{version} cannot be promoted: {problems[0]}",
+                hint=f"`modelswap verify {model} {version}` lists every problem; promote "
+                "another version or re-publish this one under a new name",
+            )
+        return meta
+
+    def delete_version(self, model: str, version: str, *, actor: str = "unknown") -> int:
+        """Tombstone the name (create-only), delete metadata.json (the version vanishes at
+        once), then its files. The tombstone keeps the deleted files' checksums."""
         check_version(version)
         prefix = f"{model}/{version}/"
+        try:
+            meta: Metadata | None = self.metadata(model, version)
+        except (VersionNotFound, InvalidMetadata):
+            meta = None
+        if meta is not None:
+            tomb = {
+                "version": version,
+                "deleted": utc_now(),
+                "deleted_by": actor,
+                "files": meta.raw["files"],
+            }
+            with contextlib.suppress(ObjectExists):
+                self.store.put_new(
+                    self.tombstone_key(model, version),
+                    json.dumps(tomb, sort_keys=True).encode(),
+                )
         self.store.delete(self.metadata_key(model, version))
         count = 0
         for o in list(self.store.objects(prefix)):

@@ -7,16 +7,17 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from modelswap.errors import RegistryURLInvalid, StoreUnavailable
-from modelswap.store.base import Blob, ObjectInfo, Store
+from modelswap.store.base import Blob, ObjectInfo, Store, StoreOptions
 from modelswap.store.local import LocalStore
 
-__all__ = ["Blob", "ObjectInfo", "Store", "open_store"]
+__all__ = ["Blob", "ObjectInfo", "Store", "StoreOptions", "open_store"]
 
 _BUCKET_RE = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 
 
-def open_store(url: str) -> Store:
-    """The Store for a registry URL; raises RegistryURLInvalid with a hint when malformed."""
+def open_store(url: str, options: StoreOptions | None = None) -> Store:
+    """The Store for a registry URL; raises RegistryURLInvalid with a hint when malformed.
+    `options` bound how long a network store may take (the local folder ignores them)."""
     if not url or url.strip() != url:
         raise RegistryURLInvalid(f"registry URL {url!r} is empty or has surrounding spaces")
     if "://" not in url:
@@ -46,5 +47,5 @@ def open_store(url: str) -> Store:
                 "the S3 registry needs boto3, which is not installed",
                 hint="pip install 'modelswap[s3]'",
             ) from e
-        return S3Store(bucket, parsed.path)
+        return S3Store(bucket, parsed.path, options=options)
     raise RegistryURLInvalid(f"registry URL {url!r} has an unsupported scheme {parsed.scheme!r}")

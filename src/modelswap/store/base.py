@@ -18,6 +18,28 @@ CHUNK_SIZE = 1 << 20
 
 
 @dataclass(frozen=True)
+class StoreOptions:
+    """How long a network store may take. A request that sends nothing for read_timeout_s
+    fails; so does a body arriving slower than min_rate_bps over a window of 2 x
+    read_timeout_s (curl's low-speed limit): a trickling store cannot hold a reader forever,
+    whatever the object's size. Reads are tried read_attempts times; writes go out once and
+    are settled by reading back (see the S3 backend)."""
+
+    connect_timeout_s: float = 3.0
+    read_timeout_s: float = 5.0
+    min_rate_bps: int = 64 << 10
+    read_attempts: int = 2
+
+    def validate(self) -> list[str]:
+        problems = []
+        if self.read_timeout_s <= 0:
+            problems.append("--store-timeout must be greater than 0 seconds")
+        if self.min_rate_bps < 1:
+            problems.append("--min-rate must be at least 1 byte per second")
+        return problems
+
+
+@dataclass(frozen=True)
 class ObjectInfo:
     key: str
     size: int
