@@ -196,8 +196,41 @@ class S3Store(Store):
 
     # -- reads -----------------------------------------------------------------------------
 
-    def _pieces(self, key: str, response: dict[str, Any], piece: int) -> Iterator[bytes]:
-        """The body as it arrives, under the low-speed limit of StoreOptions.
+    def _body(
+        self, key: str, response: dict[str, Any], piece: int, start: int = 0
+    ) -> Iterator[bytes]:
+        """The body as it arrives. A connection that breaks mid-body is resumed where it
+        broke (a ranged GET with If-Match on the same ETag), up to read_attempts in all: boto3
+        retries a failed request but not a body that stops halfway. A body slower than the
+        low-speed limit is abandoned, not resumed: the store is degraded, the caller decides."""
+        etag, expected, got = response["ETag"], int(response["ContentLength"]), 0
+        for attempt in range(1, self.options.read_attempts + 1):
+            try:
+                for data in self._pieces(key, response, piece, expected - got):
+                    got += len(data)
+                    yield data
+                return
+            except _BrokenBodyError as e:
+                if attempt == self.options.read_attempts:
+                    raise StoreUnavailable(
+                        f"the connection broke while reading {self.url}/{key} "
+                        f"({attempt} attempts): {e.cause}",
+                        hint="check AWS_ENDPOINT_URL and the network; the read is retried on "
+                        "the next pass",
+                    ) from e.cause
+            first = start + got
+            response = self._call(
+                "read",
+                key,
+                self.client.get_object,
+                IfMatch=etag,
+                Range=f"bytes={first}-{start + expected - 1}",
+            )
+
+    def _pieces(
+        self, key: str, response: dict[str, Any], piece: int, expected: int
+    ) -> Iterator[bytes]:
+        """`expected` bytes of one response, under the low-speed limit of StoreOptions.
 
         read1 returns after one socket read, so the rate is checked however slowly bytes
         come; StreamingBody.read(n) would wait for all n bytes first (a 1 MB read of a store
@@ -205,17 +238,18 @@ class S3Store(Store):
         body = response["Body"]
         raw: Any = getattr(body, "_raw_stream", None)
         read = raw.read1 if raw is not None and hasattr(raw, "read1") else body.read
-        expected = int(response["ContentLength"])
         window = 2 * self.options.read_timeout_s
         floor = self.options.min_rate_bps * window
         started, in_window, total = time.monotonic(), 0, 0
         try:
             while total < expected:
-                data = read(min(piece, expected - total))
+                try:
+                    data = read(min(piece, expected - total))
+                except _BODY_ERRORS as e:
+                    raise _BrokenBodyError(e) from e
                 if not data:
-                    raise StoreUnavailable(
-                        f"{self.url}/{key} ended after {total} of {expected} bytes",
-                        hint="the connection broke; retry",
+                    raise _BrokenBodyError(
+                        OSError(f"the body ended after {total} of {expected} bytes")
                     )
                 total += len(data)
                 in_window += len(data)
@@ -231,8 +265,6 @@ class S3Store(Store):
                             "on the next pass",
                         )
                     started, in_window = now, 0
-        except _BODY_ERRORS as e:
-            self._fail(e, key, "read")
         finally:
             body.close()
 
@@ -251,7 +283,7 @@ class S3Store(Store):
             r["Body"].close()  # never read: closing drops the connection
             data = b""
         else:
-            data = b"".join(self._pieces(key, r, CHUNK_SIZE))
+            data = b"".join(self._body(key, r, CHUNK_SIZE))
         return Blob(data=data, etag=r["ETag"], size=size, modified=r["LastModified"])
 
     def head(self, key: str) -> ObjectInfo:
@@ -292,11 +324,11 @@ class S3Store(Store):
         r = self._call(
             "read", key, self.client.get_object, Range=f"bytes={start}-{start + length - 1}"
         )
-        return b"".join(self._pieces(key, r, CHUNK_SIZE))
+        return b"".join(self._body(key, r, CHUNK_SIZE, start))
 
     def iter_chunks(self, key: str, chunk_size: int = CHUNK_SIZE) -> Iterator[bytes]:
         r = self._call("read", key, self.client.get_object)
-        return self._pieces(key, r, chunk_size)
+        return self._body(key, r, chunk_size)
 
     # -- writes ----------------------------------------------------------------------------
 
@@ -585,3 +617,11 @@ def _conflict(kw: dict[str, Any], where: str) -> StoreError:
 
 class _NotModifiedError(Exception):
     pass
+
+
+class _BrokenBodyError(Exception):
+    """A body that stopped before its Content-Length: resumable."""
+
+    def __init__(self, cause: Exception) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
