@@ -9,7 +9,7 @@ from modelswap import locks
 from modelswap.errors import Busy, InvalidMetadata, InvalidPointer, UsageError, VersionNotFound
 from modelswap.events import EventLog
 from modelswap.metadata import Metadata
-from modelswap.pointers import list_pointers
+from modelswap.pointers import acquire_moves, list_pointers
 from modelswap.registry import Registry
 
 
@@ -34,7 +34,7 @@ def collect_garbage(
         if not dry_run:
             # The model's move lease: no move of any pointer, existing or new, can land on a
             # version while gc decides and deletes.
-            lease = stack.enter_context(registry.move_lease(model, actor=actor).keep_alive())
+            lease = stack.enter_context(acquire_moves(registry, model, actor=actor).keep_alive())
         pointers = list_pointers(registry, model)
         report = GcReport()
         for name, state in pointers.items():

@@ -3,8 +3,9 @@
 Every event is a create-only write at one past the highest sequence number in the log, made
 while holding the model's move lease (pointers.py), so the log's order is the order in which
 pointers really moved and, for each pointer, every event's `from` is the previous event's `to`.
-Sequence numbers are read as numbers of any width: a hand-made key such as 9999999999.json
-cannot hide the events after it or reorder them. An object under events/ that is not an event
+Sequence numbers are read as numbers of ten digits or more, so a hand-made key such as
+9999999999.json cannot hide the events after it or reorder them; a key of another shape is
+reported and ignored. An object under events/ that is not an event
 (garbage, a partial hand edit) is reported with its key and skipped, never a wall.
 """
 
@@ -49,9 +50,21 @@ class EventLog:
         out = []
         for info in self.store.objects(self.prefix):
             m = _KEY_RE.fullmatch(info.key[len(self.prefix) :])
-            if m:  # anything else under events/ is not ours; leave it alone
+            if m:
                 out.append(EventRef(int(m.group(1)), info.key))
+            else:  # not a key modelswap writes: left alone, but said, never silently
+                self._problem(
+                    InvalidMetadata(
+                        f"{self.store.url}/{info.key} is not named like an event "
+                        "(<10 or more digits>.json); ignored",
+                        hint=f"move or delete {self.store.url}/{info.key} by hand",
+                    )
+                )
         return sorted(out, key=lambda r: r.seq)
+
+    def _problem(self, error: InvalidMetadata) -> None:
+        if str(error) not in {str(p) for p in self.problems}:
+            self.problems.append(error)
 
     def read(self, ref: EventRef) -> dict[str, Any]:
         """One event; InvalidMetadata (naming the object) when it is not one."""
@@ -78,8 +91,7 @@ class EventLog:
         try:
             return self.read(ref)
         except InvalidMetadata as e:
-            if str(e) not in {str(p) for p in self.problems}:
-                self.problems.append(e)
+            self._problem(e)
             return None
         except ObjectNotFound:
             return None  # removed between the listing and the read (a failed move's event)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from modelswap import locks
 from modelswap.errors import (
     Busy,
     InvalidPointer,
@@ -27,7 +28,7 @@ from modelswap.events import EventLog
 from modelswap.locks import Lease
 from modelswap.metadata import rfc3339, utc_now
 from modelswap.names import POINTER_MAX_BYTES, POINTER_RE, check_pointer_name, parse_pointer
-from modelswap.registry import Registry
+from modelswap.registry import MOVE_WAIT_S, MOVES_LOCK, Registry
 
 DEFAULT_POINTER = "CURRENT"
 
@@ -143,12 +144,7 @@ def move_pointer(registry: Registry, move: Move) -> dict[str, Any] | None:
         "reason": move.reason,
         "gate": move.gate,
     }
-    lease = registry.move_lease(
-        move.model,
-        actor=move.actor,
-        intent=intent,
-        on_stale=lambda held, _lease: _settle_dead_move(registry, log, move.model, held),
-    )
+    lease = acquire_moves(registry, move.model, actor=move.actor, intent=intent)
     with lease:
         now = read_pointer(registry, move.model, move.pointer)
         if (now.etag if now else None) != (seen.etag if seen else None):
@@ -175,6 +171,26 @@ def move_pointer(registry: Registry, move: Move) -> dict[str, Any] | None:
         )
         _swap(registry, log, lease=lease, move=move, now=now, event=event)
         return event
+
+
+def acquire_moves(
+    registry: Registry, model: str, *, actor: str, intent: dict[str, Any] | None = None
+) -> Lease:
+    """The lease every pointer move of the model and gc hold: moves of different pointers
+    (an existing CURRENT, a new CANARY) and gc's deletes are serialized by one object, so gc
+    can never delete a version a move is landing on. Whoever takes over a dead holder's lease
+    settles its move first, whatever it came to do."""
+    log = EventLog(registry.store, model)
+    return locks.acquire(
+        registry.store,
+        registry.lock_key(model, MOVES_LOCK),
+        f"the pointers of {model}",
+        actor=actor,
+        intent=intent,
+        on_stale=lambda held, _lease: _settle_dead_move(registry, log, model, held),
+        wait_s=MOVE_WAIT_S,
+        ttl_s=registry.lease_ttl_s,
+    )
 
 
 def _swap(
@@ -294,6 +310,7 @@ __all__ = [
     "POINTER_MAX_BYTES",
     "Move",
     "PointerState",
+    "acquire_moves",
     "history",
     "list_pointers",
     "move_pointer",

@@ -13,7 +13,6 @@ import concurrent.futures
 import contextlib
 import hashlib
 import json
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -123,28 +122,6 @@ class Registry:
     @staticmethod
     def tombstone_key(model: str, version: str) -> str:
         return f"{model}/{TOMBSTONES_DIR}/{version}.json"
-
-    def move_lease(
-        self,
-        model: str,
-        *,
-        actor: str,
-        intent: dict[str, Any] | None = None,
-        on_stale: Callable[[dict[str, Any], locks.Lease], None] | None = None,
-    ) -> locks.Lease:
-        """The lease every pointer move of the model and gc hold: moves of different pointers
-        (an existing CURRENT, a new CANARY) and gc's deletes are serialized by one object, so
-        gc can never delete a version a move is landing on."""
-        return locks.acquire(
-            self.store,
-            self.lock_key(model, MOVES_LOCK),
-            f"the pointers of {model}",
-            actor=actor,
-            intent=intent,
-            on_stale=on_stale,
-            wait_s=MOVE_WAIT_S,
-            ttl_s=self.lease_ttl_s,
-        )
 
     # -- reading ---------------------------------------------------------------------------
 
