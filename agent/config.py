@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 
@@ -26,6 +26,8 @@ class AgentConfig:
     on_swap_url: str | None = None
     store_timeout_s: float = 5.0
     min_rate_bps: int = 64 << 10
+    refresh_min_interval_s: float = 1.0
+    refresh_token: str | None = field(default=None, repr=False)  # never printed
 
     def validate(self) -> list[str]:
         """Messages naming the flag for every value that cannot work."""
@@ -44,6 +46,8 @@ class AgentConfig:
             problems.append("--max-backoff must be at least --interval")
         if self.store_timeout_s <= 0:
             problems.append("--store-timeout must be greater than 0 seconds")
+        if self.refresh_min_interval_s < 0:
+            problems.append("--refresh-min-interval must be 0 or more seconds")
         if self.min_rate_bps < 1:
             problems.append("--min-rate must be at least 1 byte per second")
         if self.on_swap_url and not self.on_swap_url.startswith(("http://", "https://")):

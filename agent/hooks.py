@@ -7,13 +7,15 @@ already names the new version, and the next swap calls the hooks again.
 from __future__ import annotations
 
 import json
-import os
 import shlex
 import subprocess
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+
+from modelswap.config import hook_environment
+from modelswap.redact import redact
 
 HOOK_TIMEOUT_S = 30
 
@@ -27,12 +29,13 @@ class SwapHooks:
         """Call every configured hook; returns the errors (empty when all succeeded)."""
         errors = []
         if self.command:
-            env = dict(
-                os.environ,
-                MODELSWAP_MODEL=model,
-                MODELSWAP_VERSION=version,
-                MODELSWAP_PREVIOUS_VERSION=previous or "",
-                MODELSWAP_PATH=str(link),
+            env = hook_environment(
+                {
+                    "MODELSWAP_MODEL": model,
+                    "MODELSWAP_VERSION": version,
+                    "MODELSWAP_PREVIOUS_VERSION": previous or "",
+                    "MODELSWAP_PATH": str(link),
+                }
             )
             try:
                 done = subprocess.run(
@@ -43,7 +46,7 @@ class SwapHooks:
                     check=False,
                 )
                 if done.returncode != 0:
-                    tail = done.stderr.decode(errors="replace").strip()[-200:]
+                    tail = redact(done.stderr.decode(errors="replace").strip())[-200:]
                     errors.append(f"--on-swap-command exited {done.returncode}: {tail}")
             except (OSError, subprocess.TimeoutExpired) as e:
                 errors.append(f"--on-swap-command failed: {e}")
@@ -64,5 +67,5 @@ class SwapHooks:
                 with urllib.request.urlopen(req, timeout=HOOK_TIMEOUT_S):  # noqa: S310
                     pass
             except (OSError, urllib.error.URLError) as e:
-                errors.append(f"--on-swap-url {self.url} failed: {e}")
+                errors.append(redact(f"--on-swap-url {self.url} failed: {e}"))
         return errors

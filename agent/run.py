@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 
 import structlog
 
+from modelswap import redact
 from modelswap.errors import Cancelled, LocalIOError, ModelswapError
 from modelswap.fleet import write_report
 from modelswap.registry import Registry
@@ -43,6 +44,7 @@ def configure_logging() -> None:
     )
     structlog.configure(
         processors=[
+            redact.structlog_processor,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             renderer,
@@ -99,7 +101,6 @@ async def sleep_or_wake(stop: asyncio.Event, refresh: asyncio.Event, delay: floa
     _, pending = await asyncio.wait(waits, timeout=delay, return_when=asyncio.FIRST_COMPLETED)
     for task in pending:
         task.cancel()
-    refresh.clear()
 
 
 class Agent:
@@ -173,6 +174,10 @@ class Agent:
         loop = asyncio.get_running_loop()
         failures, last_report = 0, -1e9
         while not self.stop.is_set():
+            # Cleared as the pass starts: a /refresh during the pass queues exactly one more,
+            # and any number of them while one is queued add nothing (server.py counts them).
+            self.refresh.clear()
+            started = loop.time()
             result = await self.sync()
             if self.stop.is_set():
                 break
@@ -190,6 +195,11 @@ class Agent:
                 await self.report()
                 last_report = loop.time()
             await sleep_or_wake(self.stop, self.refresh, delay)
+            # Woken early by /refresh or SIGHUP: still at most one pass per min interval.
+            spacing = self.cfg.refresh_min_interval_s - (loop.time() - started)
+            if spacing > 0 and not self.stop.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.stop.wait(), spacing)
 
 
 async def serve(cfg: AgentConfig) -> int:
@@ -209,7 +219,7 @@ async def serve(cfg: AgentConfig) -> int:
     if cfg.once:
         return await run_once(agent)
     loop_task = asyncio.ensure_future(agent.main_loop())
-    app = server.make_app(agent.state, agent.refresh, loop_task)
+    app = server.make_app(agent.state, agent.refresh, loop_task, token=cfg.refresh_token)
     try:
         runner, agent.port = await server.start(app, cfg.host, cfg.port)
     except OSError as e:

@@ -9,6 +9,7 @@ from typing import Any
 
 from modelswap import promtext
 from modelswap.metadata import utc_now
+from modelswap.redact import redact
 
 
 @dataclass
@@ -21,6 +22,9 @@ class Counters:
     verify_failures: int = 0
     swaps: int = 0
     hook_failures: int = 0
+    refresh_scheduled: int = 0
+    refresh_coalesced: int = 0
+    refresh_refused: int = 0
 
 
 @dataclass
@@ -71,7 +75,9 @@ class AgentState:
             else:
                 self.consecutive_failures += 1
                 self.counters.failures += 1
-                self.last_error, self.last_hint = error, hint
+                # Redacted here, so /status and the fleet report never hold a secret.
+                self.last_error = redact(error)
+                self.last_hint = redact(hint) if hint else None
 
     def _staleness(self) -> str | None:
         if self.active_version is None:
@@ -103,6 +109,24 @@ class AgentState:
                 ),
                 ("counter", "swaps_total", "link swaps", c.swaps),
                 ("counter", "hook_failures_total", "failed on-swap hooks", c.hook_failures),
+                (
+                    "counter",
+                    "refresh_scheduled_total",
+                    "POST /refresh that queued a poll",
+                    c.refresh_scheduled,
+                ),
+                (
+                    "counter",
+                    "refresh_coalesced_total",
+                    "POST /refresh folded into an already queued poll",
+                    c.refresh_coalesced,
+                ),
+                (
+                    "counter",
+                    "refresh_refused_total",
+                    "POST /refresh refused (not loopback, or no valid token)",
+                    c.refresh_refused,
+                ),
                 (
                     "gauge",
                     "consecutive_failures",

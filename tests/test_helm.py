@@ -98,14 +98,41 @@ def test_server_without_loader_gets_a_swap_webhook() -> None:
     """The Triton example: no loader port, and the agent POSTs Triton's load API on swaps."""
     spec = pod_spec(render(load_values(CHART / "ci" / "triton-values.yaml")))
     agent = next(c for c in spec["containers"] if c["name"] == "modelswap-agent")
-    assert "--on-swap-url=http://127.0.0.1:8000/v2/repository/models/densenet/load" in agent["args"]
+    env = {e["name"]: e.get("value") for e in agent["env"]}
+    assert (
+        env["MODELSWAP_ON_SWAP_URL"] == "http://127.0.0.1:8000/v2/repository/models/densenet/load"
+    )
+    assert not [a for a in agent["args"] if a.startswith("--on-swap-url")]
     server = next(c for c in spec["containers"] if c["name"] == "server")
     assert all(p["name"] != "model-health" for p in server["ports"])
+
+
+def test_hook_url_and_refresh_token_come_from_secrets_not_args() -> None:
+    """Credentials for the webhook and /refresh reach the agent as Secret references only;
+    the agent still binds 0.0.0.0 for probes, and /refresh then needs the token."""
+    spec = pod_spec(render(load_values(CHART / "ci" / "secrets-values.yaml")))
+    for agent in [*spec["containers"], *spec.get("initContainers", [])]:
+        if agent["name"] not in ("modelswap-agent", "modelswap-init"):
+            continue
+        env = {e["name"]: e for e in agent["env"]}
+        assert env["MODELSWAP_ON_SWAP_URL"]["valueFrom"]["secretKeyRef"] == {
+            "name": "triton-hook",
+            "key": "url",
+        }
+        assert env["MODELSWAP_REFRESH_TOKEN"]["valueFrom"]["secretKeyRef"] == {
+            "name": "modelswap-refresh",
+            "key": "token",
+        }
+        assert "value" not in env["MODELSWAP_ON_SWAP_URL"]
+    sidecar = next(c for c in spec["containers"] if c["name"] == "modelswap-agent")
+    assert "--host=0.0.0.0" in sidecar["args"]
+    assert not [a for a in sidecar["args"] if "swap-url" in a or "token" in a]
 
 
 @pytest.mark.parametrize(
     ("values", "fragment"),
     [
+        ({"agent": {"image": "x", "onSwap": {"url": "http://u:p@h/load"}}}, "url"),
         ({"registry": {"url": "gs://wrong"}}, "registry"),
         ({"pointer": "current"}, "pointer"),
         ({"agent": {"image": "x", "interval": 0}}, "interval"),

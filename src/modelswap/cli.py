@@ -11,9 +11,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
 
-from modelswap import render
+from modelswap import redact, render
 from modelswap.cleanup import collect_garbage
-from modelswap.config import DEFAULT_REGISTRY, add_flag, default_actor, env
+from modelswap.config import (
+    DEFAULT_REGISTRY,
+    add_flag,
+    default_actor,
+    env,
+    on_swap_url_from_file,
+    refresh_token,
+    secret_values,
+)
 from modelswap.errors import InvalidMetadata, InvalidPointer, ModelswapError, UsageError
 from modelswap.evaluate import EvaluationError
 from modelswap.gate import (
@@ -60,8 +68,8 @@ def _registry(args: argparse.Namespace) -> Registry:
 
 def _warn(problems: list[ModelswapError]) -> None:
     for p in problems:
-        print(f"warning: {p}", file=sys.stderr)
-        print(f"hint: {p.hint}", file=sys.stderr)
+        print(f"warning: {redact.redact(str(p))}", file=sys.stderr)
+        print(f"hint: {redact.redact(p.hint)}", file=sys.stderr)
 
 
 def _print_json(value: Any) -> None:
@@ -423,6 +431,22 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def _on_swap_url(args: argparse.Namespace) -> str | None:
+    """The webhook URL, from --on-swap-url-file, MODELSWAP_ON_SWAP_URL or the flag; a URL
+    carrying credentials is refused on the command line, where `ps` shows it to everyone."""
+    if args.on_swap_url_file:
+        return on_swap_url_from_file(args.on_swap_url_file)
+    url: str | None = args.on_swap_url
+    if url and url != env("--on-swap-url") and redact.redact(url) != url:
+        raise UsageError(
+            "--on-swap-url carries credentials (userinfo or a query string) on the command "
+            "line, where any user of the host can read them",
+            hint="put the URL in a file and pass --on-swap-url-file, or set "
+            "MODELSWAP_ON_SWAP_URL (the chart mounts it from a Secret)",
+        )
+    return url
+
+
 def cmd_agent(args: argparse.Namespace) -> int:
     try:
         from modelswap.agent.config import AgentConfig  # noqa: PLC0415 - needs modelswap[agent]
@@ -452,9 +476,11 @@ def cmd_agent(args: argparse.Namespace) -> int:
         if args.max_backoff is not None
         else max(60.0, args.interval),
         on_swap_command=args.on_swap_command,
-        on_swap_url=args.on_swap_url,
+        on_swap_url=_on_swap_url(args),
         store_timeout_s=args.store_timeout,
         min_rate_bps=args.min_rate,
+        refresh_min_interval_s=args.refresh_min_interval,
+        refresh_token=refresh_token(args.refresh_token_file),
     )
     problems = cfg.validate()
     if problems:
@@ -627,6 +653,24 @@ def _add_fleet_commands(command: Command) -> None:
     add_flag(p, "--on-swap-url", help="POST {model, version, previous_version, path} after a swap")
     add_flag(
         p,
+        "--on-swap-url-file",
+        help="file holding the --on-swap-url (a mounted Secret); keeps credentials off argv",
+    )
+    add_flag(
+        p,
+        "--refresh-min-interval",
+        type=float,
+        default=1.0,
+        help="seconds between two polls asked for by POST /refresh or SIGHUP",
+    )
+    add_flag(
+        p,
+        "--refresh-token-file",
+        help="file with the bearer token POST /refresh needs from non-loopback peers "
+        "(else MODELSWAP_REFRESH_TOKEN; without either, only loopback may refresh)",
+    )
+    add_flag(
+        p,
         "--min-rate",
         type=int,
         default=64 << 10,
@@ -635,14 +679,15 @@ def _add_fleet_commands(command: Command) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    redact.install(secret_values())
     try:
         parser = build_parser()
         args = parser.parse_args(argv)
         code: int = args.fn(args)
         return code
     except ModelswapError as e:
-        print(f"error: {e}", file=sys.stderr)
-        print(f"hint: {e.hint}", file=sys.stderr)
+        print(f"error: {redact.redact(str(e))}", file=sys.stderr)
+        print(f"hint: {redact.redact(e.hint)}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
         print("error: interrupted; nothing half-written is visible", file=sys.stderr)

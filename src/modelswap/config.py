@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import getpass
 import os
+import re
 import socket
 from typing import Any
 
@@ -49,6 +50,52 @@ def add_flag(parser: argparse.ArgumentParser, flag: str, **kw: Any) -> None:
             kw["default"] = value
     kw["help"] = f"{kw.get('help', '')} [env: {env_name(flag)}]".strip()
     parser.add_argument(flag, **kw)
+
+
+# Environment variables whose values are secrets: masked wherever they would be shown.
+_SECRET_NAME = re.compile(r"SECRET|TOKEN|PASSWORD|PASSWD|CREDENTIAL|SESSION|(?<!_ID)_KEY$")
+
+
+def secret_values() -> list[str]:
+    """The values of this process's secret-looking variables (AWS_SECRET_ACCESS_KEY, ...)."""
+    return [v for k, v in os.environ.items() if _SECRET_NAME.search(k.upper()) and v]
+
+
+def hook_environment(extra: dict[str, str]) -> dict[str, str]:
+    """What an on-swap command gets: PATH and the documented MODELSWAP_* hook variables,
+    never the agent's own credentials."""
+    return {"PATH": os.environ.get("PATH", os.defpath), **extra}
+
+
+def refresh_token(path: str | None) -> str | None:
+    """POST /refresh's bearer token: from --refresh-token-file, else MODELSWAP_REFRESH_TOKEN."""
+    if path:
+        try:
+            with open(path, encoding="utf-8") as f:
+                token = f.read().strip()
+        except OSError as e:
+            raise UsageError(
+                f"cannot read --refresh-token-file {path}: {e.strerror}",
+                hint="mount the token file (a Kubernetes Secret) or unset the flag",
+            ) from e
+        if not token:
+            raise UsageError(f"--refresh-token-file {path} is empty")
+        return token
+    return os.environ.get("MODELSWAP_REFRESH_TOKEN") or None
+
+
+def on_swap_url_from_file(path: str) -> str:
+    try:
+        with open(path, encoding="utf-8") as f:
+            url = f.read().strip()
+    except OSError as e:
+        raise UsageError(
+            f"cannot read --on-swap-url-file {path}: {e.strerror}",
+            hint="mount the file (a Kubernetes Secret) or unset the flag",
+        ) from e
+    if not url:
+        raise UsageError(f"--on-swap-url-file {path} is empty")
+    return url
 
 
 def default_actor() -> str:

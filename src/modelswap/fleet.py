@@ -10,6 +10,7 @@ from typing import Any
 from modelswap.errors import InvalidName, ModelswapError
 from modelswap.metadata import parse_time, utc_now
 from modelswap.pointers import read_pointer
+from modelswap.redact import redact_value
 from modelswap.registry import Registry
 
 FLEET_DIR = "fleet"
@@ -40,6 +41,7 @@ def write_report(registry: Registry, model: str, status: dict[str, Any]) -> None
         "last_error": status["last_error"],
         "heartbeat": utc_now(),
     }
+    body = redact_value(body)
     registry.store.put(report_key(model, status["instance"]), json.dumps(body).encode())
 
 

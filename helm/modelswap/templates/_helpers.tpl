@@ -55,6 +55,24 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 - name: AWS_REGION
   value: {{ . | quote }}
 {{- end }}
+{{- with .Values.agent.onSwap.url }}
+- name: MODELSWAP_ON_SWAP_URL
+  value: {{ . | quote }}
+{{- end }}
+{{- if .Values.agent.onSwap.urlSecret.name }}
+- name: MODELSWAP_ON_SWAP_URL
+  valueFrom:
+    secretKeyRef:
+      name: {{ .Values.agent.onSwap.urlSecret.name }}
+      key: {{ .Values.agent.onSwap.urlSecret.key | default "url" }}
+{{- end }}
+{{- if .Values.agent.refreshToken.secretName }}
+- name: MODELSWAP_REFRESH_TOKEN
+  valueFrom:
+    secretKeyRef:
+      name: {{ .Values.agent.refreshToken.secretName }}
+      key: {{ .Values.agent.refreshToken.key | default "token" }}
+{{- end }}
 {{- with .Values.agent.env }}
 {{ toYaml . }}
 {{- end }}
@@ -76,9 +94,6 @@ envFrom:
 - --interval={{ .Values.agent.interval }}
 {{- if .Values.agent.report }}
 - --report
-{{- end }}
-{{- with .Values.agent.onSwap.url }}
-- --on-swap-url={{ . }}
 {{- end }}
 {{- if .Values.agent.onSwap.command }}
 - --on-swap-command={{ join " " .Values.agent.onSwap.command }}
