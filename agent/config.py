@@ -27,6 +27,7 @@ class AgentConfig:
     store_timeout_s: float = 5.0
     min_rate_bps: int = 64 << 10
     refresh_min_interval_s: float = 1.0
+    scrub_interval_s: float = 3600.0
     refresh_token: str | None = field(default=None, repr=False)  # never printed
 
     def validate(self) -> list[str]:
@@ -46,6 +47,8 @@ class AgentConfig:
             problems.append("--max-backoff must be at least --interval")
         if self.store_timeout_s <= 0:
             problems.append("--store-timeout must be greater than 0 seconds")
+        if self.scrub_interval_s <= 0:
+            problems.append("--scrub-interval must be greater than 0 seconds")
         if self.refresh_min_interval_s < 0:
             problems.append("--refresh-min-interval must be 0 or more seconds")
         if self.min_rate_bps < 1:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import stat
 import uuid
 from pathlib import Path
 
@@ -30,17 +31,16 @@ class Layout:
         self.link = self.root / "current"
         self.staging = self.root / ".staging"
         self.trash = self.root / ".trash"
-        # The loader's shared mode writes prepared copies here; its workers may run under
-        # another uid than the agent, so the folder is world-writable and sticky, like /tmp.
-        self.prepared = self.root / ".prepared"
+        # No .prepared here: the loader's shared mode creates its own folder, owned by the
+        # app's uid and writable by nobody else (a world-writable one let any uid plant
+        # weights that root's loader then served).
 
     def prepare(self) -> list[str]:
-        """Create the folders and clear what a crash left behind; returns what was removed."""
+        """Create the folders and clear what a crash left behind; returns what was removed.
+        Raises OSError when --dest cannot hold them (the caller says so in one line)."""
         for d in (self.root, self.versions, self.staging, self.trash):
             d.mkdir(parents=True, exist_ok=True)
             d.chmod(0o755)
-        self.prepared.mkdir(exist_ok=True)
-        self.prepared.chmod(0o1777)
         removed = []
         for leftover in [*self.staging.iterdir(), *self.trash.iterdir()]:
             _remove(leftover)
@@ -49,7 +49,26 @@ class Layout:
             if entry.name.startswith(TMP_LINK_PREFIX):
                 entry.unlink(missing_ok=True)
                 removed.append(entry.name)
+        if self.repair_link():
+            removed.append("current (not a link)")
+        for name in os.listdir(self.versions):
+            if not self.has(name):  # a link or a file: removed, never followed
+                _remove(self.versions / name)
+                removed.append(f"versions/{name} (not a folder)")
         return removed
+
+    def repair_link(self) -> bool:
+        """Move a `current` that is a real folder or file out of the way (into .trash), so
+        the next swap can put the link back; True when there was one."""
+        try:
+            st = os.lstat(self.link)
+        except FileNotFoundError:
+            return False
+        if stat.S_ISLNK(st.st_mode):
+            return False
+        os.rename(self.link, self.trash / f"current-{uuid.uuid4().hex[:8]}")
+        _remove_all(self.trash)
+        return True
 
     def new_staging(self, version: str) -> Path:
         path = self.staging / f"{version}-{uuid.uuid4().hex[:8]}"
@@ -63,7 +82,7 @@ class Layout:
         except OSError:
             return None
         head, _, name = target.rpartition("/")
-        if head != "versions" or not NAME_RE.fullmatch(name) or not (self.versions / name).is_dir():
+        if head != "versions" or not NAME_RE.fullmatch(name) or not self.has(name):
             return None
         return name
 
@@ -72,21 +91,30 @@ class Layout:
             return sorted(
                 e.name
                 for e in os.scandir(self.versions)
-                if e.is_dir() and NAME_RE.fullmatch(e.name)
+                if e.is_dir(follow_symlinks=False) and NAME_RE.fullmatch(e.name)
             )
         except FileNotFoundError:
             return []
 
     def has(self, version: str) -> bool:
-        return (self.versions / version).is_dir()
+        """A real folder under versions/: a symlink planted there is never followed."""
+        try:
+            return stat.S_ISDIR(os.lstat(self.versions / version).st_mode)
+        except OSError:
+            return False
 
     def install(self, staging: Path, version: str) -> None:
-        """Move a verified staging folder into versions/ (atomic rename on one volume)."""
-        os.rename(staging, self.versions / version)
+        """Move a verified staging folder into versions/ (atomic rename on one volume). A
+        link or file planted under that name is removed first, never followed."""
+        target = self.versions / version
+        if os.path.lexists(target) and not self.has(version):
+            target.unlink()
+        os.rename(staging, target)
 
     def swap(self, version: str) -> None:
         """Point `current` at versions/<version>: a relative temp link renamed over the live
         one, so readers see the old or the new target and never no link at all."""
+        self.repair_link()
         tmp = self.root / f"{TMP_LINK_PREFIX}{uuid.uuid4().hex[:8]}"
         os.symlink(f"versions/{version}", tmp)
         try:
@@ -100,6 +128,11 @@ class Layout:
         dst = self.trash / f"{version}-{uuid.uuid4().hex[:8]}"
         os.rename(self.versions / version, dst)
         _remove(dst)
+
+
+def _remove_all(folder: Path) -> None:
+    for entry in folder.iterdir():
+        _remove(entry)
 
 
 def _remove(path: Path) -> None:

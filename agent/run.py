@@ -109,7 +109,15 @@ class Agent:
         self.registry = Registry(store)
         self.state = AgentState(model=cfg.model, pointer=cfg.pointer, instance=cfg.instance_id)
         self.cancel = threading.Event()
-        self.syncer = Syncer(store, Layout(cfg.dest, cfg.model), self.state, cfg.keep, self.cancel)
+        self.syncer = Syncer(
+            store,
+            Layout(cfg.dest, cfg.model),
+            self.state,
+            cfg.keep,
+            self.cancel,
+            scrub_interval_s=cfg.scrub_interval_s,
+        )
+        self.last_failure: ModelswapError | None = None
         self.stop = asyncio.Event()
         self.refresh = asyncio.Event()
         self.port: int | None = None
@@ -122,6 +130,7 @@ class Agent:
         except Cancelled:
             return None
         except ModelswapError as e:
+            self.last_failure = e
             self.state.poll_done(error=str(e), hint=e.hint)
             log.warning(
                 "sync.failed",
@@ -170,6 +179,15 @@ class Agent:
         except ModelswapError as e:
             log.warning("report.failed", error=str(e), hint=e.hint)
 
+    async def startup(self) -> None:
+        for problem in await in_thread(self.syncer.startup, self.stop):
+            log.warning("startup.cleanup", detail=problem)
+
+    async def run(self) -> None:
+        with contextlib.suppress(Cancelled):
+            await self.startup()
+            await self.main_loop()
+
     async def main_loop(self) -> None:
         loop = asyncio.get_running_loop()
         failures, last_report = 0, -1e9
@@ -181,7 +199,14 @@ class Agent:
             result = await self.sync()
             if self.stop.is_set():
                 break
-            if result is None:
+            if result is None and self.last_failure is not None and not self.last_failure.transient:
+                # The store answered; what it holds is wrong (a pointer naming a missing
+                # version, a malformed one). Polls are cheap: look again at the interval, so
+                # the fix is followed at once instead of after a growing backoff.
+                failures += 1
+                delay = jittered(self.cfg.interval_s, self.cfg.jitter)
+                log.info("sync.retry", retry_in_s=round(delay, 2), failures=failures)
+            elif result is None:
                 failures += 1
                 delay = backoff_s(failures, self.cfg.interval_s, self.cfg.max_backoff_s)
                 log.info("sync.retry", retry_in_s=round(delay, 2), failures=failures)
@@ -213,12 +238,12 @@ async def serve(cfg: AgentConfig) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, agent.stop.set)
     loop.add_signal_handler(signal.SIGHUP, agent.refresh.set)
-    found = await in_thread(agent.syncer.startup, agent.stop)
-    for problem in found:
-        log.warning("startup.cleanup", detail=problem)
     if cfg.once:
+        await agent.startup()
         return await run_once(agent)
-    loop_task = asyncio.ensure_future(agent.main_loop())
+    # The start-up check (a full re-hash of every local copy) runs inside the loop's task,
+    # with the HTTP server already up: /healthz answers while large copies are hashed.
+    loop_task = asyncio.ensure_future(agent.run())
     app = server.make_app(agent.state, agent.refresh, loop_task, token=cfg.refresh_token)
     try:
         runner, agent.port = await server.start(app, cfg.host, cfg.port)

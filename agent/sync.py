@@ -3,6 +3,7 @@ retries: the loop in run.py owns time and backoff."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
@@ -17,6 +18,7 @@ from modelswap.pointers import pointer_key
 from modelswap.registry import Registry
 from modelswap.store import Store
 
+from .checks import Snapshot, local_error, snapshot
 from .layout import Layout
 from .state import AgentState
 
@@ -33,8 +35,16 @@ class SyncResult:
 
 class Syncer:
     def __init__(
-        self, store: Store, layout: Layout, state: AgentState, keep: int, cancel: threading.Event
+        self,
+        store: Store,
+        layout: Layout,
+        state: AgentState,
+        keep: int,
+        cancel: threading.Event,
+        *,
+        scrub_interval_s: float = 3600.0,
     ) -> None:
+        self.scrub_interval_s = scrub_interval_s
         self.store = store
         self.registry = Registry(store)
         self.layout = layout
@@ -44,25 +54,70 @@ class Syncer:
         self._etag: str | None = None
         self._parsed: str | ModelswapError | None = None
         self._broken: set[str] = set()
+        self._verified: dict[str, Snapshot] = {}  # version -> files as they were when hashed
+        self._scrubbed = time.monotonic()
 
     def startup(self) -> list[str]:
-        """Clear crash leftovers and check every local copy; returns what was found wrong."""
-        found = [f"removed leftover {x}" for x in self.layout.prepare()]
+        """Clear crash leftovers and check every local copy; returns what was found wrong.
+        Raises LocalIOError (one line, with a hint) when --dest cannot be used."""
+        try:
+            found = [f"removed leftover {x}" for x in self.layout.prepare()]
+        except OSError as e:
+            raise local_error(e, f"cannot use --dest {self.layout.root.parent}") from e
         for version in self.layout.local_versions():
-            meta_path = self.layout.versions / version / "metadata.json"
-            try:
-                meta = Metadata.parse(meta_path.read_bytes(), str(meta_path), version)
-                problems = verify_local(self.layout.versions / version, meta, full=True)
-            except (OSError, ModelswapError) as e:
-                problems = [str(e)]
-            if problems:
-                found.append(f"local copy of {version} is damaged: {problems[0]}")
+            problem = self._verify(version)
+            if problem:
+                found.append(f"local copy of {version} is damaged: {problem}")
                 if version == self.layout.linked_version():
                     self._broken.add(version)  # replaced by a fresh copy on the next sync
                 else:
-                    self.layout.remove_version(version)
+                    with contextlib.suppress(OSError):
+                        self.layout.remove_version(version)
         self._publish_local()
         return found
+
+    def _verify(self, version: str, meta: Metadata | None = None) -> str | None:
+        """Re-hash a local copy in full (against `meta`, else its own metadata.json); None
+        when intact, and then its snapshot is recorded."""
+        folder = self.layout.versions / version
+        try:
+            if meta is None:
+                path = folder / "metadata.json"
+                meta = Metadata.parse(path.read_bytes(), str(path), version)
+            problems = verify_local(folder, meta, full=True)
+        except (OSError, ModelswapError) as e:
+            problems = [str(e)]
+        if problems or meta is None:
+            self._verified.pop(version, None)
+            return problems[0] if problems else "no metadata"
+        snap = snapshot(folder, meta)
+        if snap is not None:
+            self._verified[version] = snap
+        return None
+
+    def _unchanged(self, version: str, meta: Metadata) -> bool:
+        """Whether a local copy is still the bytes that were verified: by its snapshot
+        (stat calls only), else by a full re-hash."""
+        snap = self._verified.get(version)
+        if snap is not None and snapshot(self.layout.versions / version, meta) == snap:
+            return True
+        return self._verify(version, meta) is None
+
+    def _scrub(self, linked: str) -> None:
+        """Check the linked copy every pass (stat calls) and re-hash it every scrub interval;
+        a copy found damaged is re-fetched and relinked by this same pass."""
+        path = self.layout.versions / linked / "metadata.json"
+        try:
+            meta = Metadata.parse(path.read_bytes(), str(path), linked)
+        except (OSError, ModelswapError):
+            self._broken.add(linked)
+            return
+        due = time.monotonic() - self._scrubbed >= self.scrub_interval_s
+        if due:
+            self._scrubbed = time.monotonic()
+            self._verified.pop(linked, None)
+        if not self._unchanged(linked, meta):
+            self._broken.add(linked)
 
     def _read_pointer(self) -> str:
         key = pointer_key(self.state.model, self.state.pointer)
@@ -88,11 +143,21 @@ class Syncer:
         return self._parsed
 
     def sync_once(self) -> SyncResult:
+        """One pass; every OSError of the local volume becomes a LocalIOError naming the path
+        and errno, so the loop backs off and keeps the old link instead of dying."""
+        try:
+            return self._sync_once()
+        except OSError as e:
+            raise local_error(e, "sync failed on the --dest volume") from e
+
+    def _sync_once(self) -> SyncResult:
         started = time.monotonic()
         desired = self._read_pointer()
         with self.state.lock:
             self.state.desired_version = desired
         previous = self.layout.linked_version()
+        if previous is not None and desired == previous:
+            self._scrub(previous)
         if desired == previous and desired not in self._broken:
             return SyncResult(desired, desired, False, 0, time.monotonic() - started, previous)
         meta = self.registry.metadata(self.state.model, desired)
@@ -101,7 +166,7 @@ class Syncer:
             self.layout.has(desired)
             and desired not in self._broken
             and self._same_metadata(desired, meta)
-            and not verify_local(self.layout.versions / desired, meta, full=False)
+            and self._unchanged(desired, meta)
         )
         if not cached:
             staging = self.layout.new_staging(desired)
@@ -126,6 +191,9 @@ class Syncer:
                 self.layout.remove_version(desired)
             self.layout.install(staging, desired)
             self._broken.discard(desired)
+            snap = snapshot(self.layout.versions / desired, meta)
+            if snap is not None:
+                self._verified[desired] = snap  # verified while streaming, just now
             with self.state.lock:
                 self.state.counters.downloads += 1
         os.utime(self.layout.versions / desired)  # most recently used, for pruning
@@ -153,6 +221,7 @@ class Syncer:
         others.sort(key=lambda v: (self.layout.versions / v).stat().st_mtime, reverse=True)
         for v in others[max(0, self.keep - 1) :]:
             self.layout.remove_version(v)
+            self._verified.pop(v, None)
         self._publish_local()
 
     def _publish_local(self) -> None:

@@ -47,6 +47,7 @@ from modelswap.pointers import (
 )
 from modelswap.registry import METADATA_KEYS, PublishRequest, Registry, collect_files
 from modelswap.store import StoreOptions, open_store
+from modelswap.store.local import LocalStore
 
 
 class _Parser(argparse.ArgumentParser):
@@ -134,16 +135,24 @@ def cmd_publish(args: argparse.Namespace) -> int:
         git_sha=sha,
         actor=args.actor,
     )
+    new_folder = isinstance(reg.store, LocalStore) and not reg.store.root.exists()
     meta = reg.publish(req)
     print(meta.version)
+    if new_folder:
+        print(f"note: created the registry folder {reg.store.url}", file=sys.stderr)
     return 0
 
 
 def _pointer_names(reg: Registry, model: str) -> dict[str, list[str]]:
+    """Which pointers name each version; a malformed pointer is warned about, not hidden."""
     named: dict[str, list[str]] = {}
+    bad: list[ModelswapError] = []
     for name, state in list_pointers(reg, model).items():
-        if not isinstance(state, InvalidPointer):
+        if isinstance(state, InvalidPointer):
+            bad.append(state)
+        else:
             named.setdefault(state.version, []).append(name)
+    _warn(bad)
     return named
 
 
@@ -411,7 +420,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     )
     rows = [
         [
-            str(i["instance"]),
+            str(i["instance"]) + (" (MALFORMED)" if i.get("malformed") else ""),
             str(i["active_version"] or "-"),
             str(i["desired_version"] or "-"),
             "yes" if i["ready"] else "no",
@@ -480,6 +489,7 @@ def cmd_agent(args: argparse.Namespace) -> int:
         store_timeout_s=args.store_timeout,
         min_rate_bps=args.min_rate,
         refresh_min_interval_s=args.refresh_min_interval,
+        scrub_interval_s=args.scrub_interval,
         refresh_token=refresh_token(args.refresh_token_file),
     )
     problems = cfg.validate()
@@ -655,6 +665,13 @@ def _add_fleet_commands(command: Command) -> None:
         p,
         "--on-swap-url-file",
         help="file holding the --on-swap-url (a mounted Secret); keeps credentials off argv",
+    )
+    add_flag(
+        p,
+        "--scrub-interval",
+        type=float,
+        default=3600.0,
+        help="seconds between full re-hashes of the linked copy (stat checks run every poll)",
     )
     add_flag(
         p,

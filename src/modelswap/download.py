@@ -89,13 +89,23 @@ def fetch_version(
         # Many small files: one GET each, several at a time.
         for fut in _bounded([functools.partial(one, n) for n in small], THREADS):
             fut.result()
-        (staging / METADATA_FILE).write_bytes(metadata_bytes)
+        _write_named(staging / METADATA_FILE, metadata_bytes)
         for path in staging.rglob("*"):
             path.chmod(
                 0o755 if path.is_dir() else 0o444
             )  # readable by the app's uid, never rewritten
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def _write_named(path: Path, data: bytes) -> None:
+    """write_bytes, with the path in the error: a failed write() (ENOSPC) names no file."""
+    try:
+        path.write_bytes(data)
+    except OSError as e:
+        if e.filename is None:
+            e.filename = str(path)
         raise
 
 

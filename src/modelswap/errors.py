@@ -21,6 +21,11 @@ ModelswapError                 .hint says what to do next; the CLI prints error:
     ├── Busy                   another operator holds the lock (publish or pointer move)
     │   └── LeaseLost          our own lock lapsed or was taken over; we stopped
     └── PointerMoved           the pointer moved under you; nothing was overwritten
+LocalIOError                   the agent's --dest volume: full, read-only, a path in the way
+Cancelled                      the agent is stopping
+
+`transient` (StoreUnavailable, Busy, IntegrityError, LocalIOError) tells the agent's loop to
+back off; any other error is retried at the normal poll interval.
 """
 
 from __future__ import annotations
@@ -31,6 +36,10 @@ class ModelswapError(Exception):
 
     default_hint = "see `modelswap --help`"
     exit_code = 1
+    # True: the same call may succeed later with nobody changing anything (the store is
+    # down, the disk is full): back off. False: someone must change the registry or the
+    # input first; the agent looks again at its normal interval, polls being cheap.
+    transient = False
 
     def __init__(self, message: str, hint: str | None = None) -> None:
         super().__init__(message)
@@ -51,6 +60,8 @@ class StoreError(ModelswapError):
 
 
 class StoreUnavailable(StoreError):
+    transient = True
+
     default_hint = (
         "check --registry / MODELSWAP_REGISTRY, AWS_ENDPOINT_URL and credentials, then retry"
     )
@@ -110,10 +121,14 @@ class InvalidMetadata(RegistryError):
 
 
 class IntegrityError(RegistryError):
+    transient = True  # not by nature, but every retry is a full download: back off
+
     default_hint = "the stored bytes changed after publish; re-publish under a new version"
 
 
 class Busy(RegistryError):
+    transient = True
+
     default_hint = "wait for the other command to finish, then retry"
 
 
@@ -126,6 +141,8 @@ class PointerMoved(RegistryError):
 
 
 class LocalIOError(ModelswapError):
+    transient = True
+
     default_hint = "check free space and permissions on the --dest volume"
 
 

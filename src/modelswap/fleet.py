@@ -14,6 +14,7 @@ from modelswap.redact import redact_value
 from modelswap.registry import Registry
 
 FLEET_DIR = "fleet"
+REPORT_MAX_BYTES = 1 << 16
 INSTANCE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,252}")
 
 
@@ -56,25 +57,56 @@ def fleet_status(
     now = datetime.now(UTC)
     instances = []
     for info in registry.store.objects(f"{model}/{FLEET_DIR}/"):
-        try:
-            body = json.loads(registry.store.read(info.key, max_bytes=1 << 16).data)
-            heartbeat = parse_time(str(body["heartbeat"]))
-        except (ModelswapError, ValueError, KeyError, TypeError):
-            continue  # not a report an agent wrote; ignore rather than fail the whole view
+        body, problem = _read_report(registry, info.key)
         if body.get("pointer", pointer) != pointer:
             continue
+        heartbeat = _aware_time(body.get("heartbeat"))
+        if problem is None and heartbeat is None:
+            problem = f"heartbeat {body.get('heartbeat')!r} is not an RFC 3339 time with a zone"
+        if problem is None and not isinstance(body.get("ready"), bool):
+            problem = f"ready is {body.get('ready')!r}, not true or false"
+        name = info.key[len(f"{model}/{FLEET_DIR}/") :].removesuffix(".json")
         instances.append(
             {
-                "instance": body.get("instance"),
+                "instance": body.get("instance") if problem is None else name,
                 "active_version": body.get("active_version"),
                 "desired_version": body.get("desired_version"),
-                "ready": bool(body.get("ready")),
+                # A report that cannot be read is never ready: silence is not success.
+                "ready": problem is None and body.get("ready") is True,
                 "last_change": body.get("last_change"),
-                "last_error": body.get("last_error"),
-                "heartbeat": body["heartbeat"],
-                "stale": (now - heartbeat).total_seconds() > stale_after_s,
+                "last_error": body.get("last_error") if problem is None else problem,
+                "heartbeat": body.get("heartbeat"),
+                "stale": heartbeat is None or (now - heartbeat).total_seconds() > stale_after_s,
+                "malformed": problem,
             }
         )
     fresh = [i for i in instances if not i["stale"]]
     converged = bool(fresh) and all(i["ready"] and i["active_version"] == version for i in fresh)
     return {"pointer": pointer, "version": version, "converged": converged, "instances": instances}
+
+
+def _read_report(registry: Registry, key: str) -> tuple[dict[str, Any], str | None]:
+    """A report's body, and what is wrong with it (None when it is an agent's report)."""
+    try:
+        blob = registry.store.read(key, max_bytes=REPORT_MAX_BYTES)
+    except ModelswapError as e:
+        return {}, f"unreadable: {e}"
+    if blob.truncated:
+        return {}, f"{blob.size} bytes, larger than a report"
+    try:
+        body = json.loads(blob.data)
+    except (UnicodeDecodeError, ValueError):
+        return {}, "not valid JSON"
+    if not isinstance(body, dict):
+        return {}, "not a JSON object"
+    return body, None
+
+
+def _aware_time(value: Any) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        t = parse_time(value)
+    except ValueError:
+        return None
+    return t if t.tzinfo is not None else None

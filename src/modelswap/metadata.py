@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from modelswap.errors import InvalidMetadata, InvalidName
-from modelswap.names import check_file_path
+from modelswap.names import check_file_path, path_collision
 
 METADATA_FILE = "metadata.json"
 METADATA_MAX_BYTES = 16 << 20
@@ -99,8 +99,8 @@ def _problem(raw: dict[str, Any], expect_version: str | None) -> str | None:
     for name, entry in files.items():
         try:
             check_file_path(name)
-        except InvalidName:
-            return f"lists an unsafe file path {name!r}"
+        except InvalidName as e:
+            return f"lists an unusable file path: {e}"
         if name == METADATA_FILE:
             return f"lists {METADATA_FILE} as one of its own files"
         if not isinstance(entry, dict):
@@ -110,6 +110,9 @@ def _problem(raw: dict[str, Any], expect_version: str | None) -> str | None:
         size = entry.get("size")
         if not isinstance(size, int) or isinstance(size, bool) or size < 0:
             return f"file {name!r} has no valid size"
+    clash = path_collision(list(files))
+    if clash:
+        return f"lists both {clash[0]!r} and {clash[1]!r}: one path cannot be a file and a folder"
     metrics = raw.get("metrics", {})
     if metrics is None:
         metrics = {}

@@ -12,6 +12,7 @@ VERSION_NUMBER_RE = re.compile(r"v([0-9]{1,9})")
 
 # A pointer holds one name of at most 128 characters; anything longer is not a pointer.
 POINTER_MAX_BYTES = 256
+NAME_MAX_BYTES = 255  # one path part, as NAME_MAX on Linux filesystems
 
 
 def _shown(value: str) -> str:
@@ -61,7 +62,26 @@ def check_file_path(value: str) -> str:
             f"unsafe file path {_shown(value)} in a version",
             hint="file paths inside a version are relative, without '..', '.', '//' or backslashes",
         )
+    long = [p for p in parts if len(p.encode()) > NAME_MAX_BYTES]
+    if long:
+        raise InvalidName(
+            f"file path {_shown(value)} has a part of {len(long[0].encode())} bytes",
+            hint=f"each part of a path must be at most {NAME_MAX_BYTES} bytes, the limit of "
+            "common filesystems (ext4, xfs, tmpfs)",
+        )
     return value
+
+
+def path_collision(paths: list[str]) -> tuple[str, str] | None:
+    """Two paths of one version that cannot both be files (`a` and `a/b`), or None."""
+    names = set(paths)
+    for path in sorted(names):
+        parts = path.split("/")
+        for i in range(1, len(parts)):
+            folder = "/".join(parts[:i])
+            if folder in names:
+                return folder, path
+    return None
 
 
 def parse_pointer(raw: bytes, where: str) -> str:

@@ -39,6 +39,7 @@ from modelswap.names import (
     check_file_path,
     check_model,
     check_version,
+    path_collision,
     version_number,
 )
 from modelswap.store import Store
@@ -100,7 +101,18 @@ def collect_files(paths: list[Path]) -> dict[str, Path]:
                 )
             if name in out:
                 raise UsageError(f"two files would both be stored as {name!r}: {out[name]} and {f}")
+            if f.stat().st_size == 0:
+                raise UsageError(
+                    f"{f} is empty; a version's files hold the model",
+                    hint="check the file was written completely before publishing it",
+                )
             out[name] = f
+    clash = path_collision(list(out))
+    if clash:
+        raise UsageError(
+            f"{clash[0]!r} would be stored as a file and as the folder of {clash[1]!r}",
+            hint="rename one of them; a path inside a version cannot be both",
+        )
     return out
 
 
@@ -147,6 +159,13 @@ class Registry:
             blob = self.store.read(key, max_bytes=METADATA_MAX_BYTES)
         except ObjectNotFound:
             raise self._missing(model, version) from None
+        if blob.truncated:
+            raise InvalidMetadata(
+                f"{self.store.url}/{key} is {blob.size} bytes, over the "
+                f"{METADATA_MAX_BYTES >> 20} MiB a metadata.json may have; it was not read",
+                hint="metadata.json is written by `modelswap publish`; re-publish under a new "
+                "version with smaller --meta values",
+            )
         return Metadata.parse(blob.data, f"{self.store.url}/{key}", expect_version=version)
 
     def _missing(self, model: str, version: str) -> Exception:

@@ -13,6 +13,8 @@ from modelswap.store.local import LocalStore
 __all__ = ["Blob", "ObjectInfo", "Store", "StoreOptions", "open_store"]
 
 _BUCKET_RE = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+# "s3:/b", "s3//b", "gs:b": a URL mistyped, never meant as a folder called "s3:".
+_LOOKS_LIKE_URL = re.compile(r"(s3|gs|az|file|https?)(?::|//|:/)", re.IGNORECASE)
 
 
 def open_store(url: str, options: StoreOptions | None = None) -> Store:
@@ -21,6 +23,13 @@ def open_store(url: str, options: StoreOptions | None = None) -> Store:
     if not url or url.strip() != url:
         raise RegistryURLInvalid(f"registry URL {url!r} is empty or has surrounding spaces")
     if "://" not in url:
+        if _LOOKS_LIKE_URL.match(url):
+            scheme = _LOOKS_LIKE_URL.match(url).group(1)  # type: ignore[union-attr]
+            raise RegistryURLInvalid(
+                f"registry URL {url!r} looks like a {scheme}:// URL but is not one",
+                hint=f"write {scheme}://bucket/prefix (two slashes after the colon), or a "
+                "folder path that does not start with a scheme",
+            )
         return LocalStore(Path(url))
     parsed = urlparse(url)
     if parsed.scheme == "file":

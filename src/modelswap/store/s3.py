@@ -81,7 +81,13 @@ def make_client(options: StoreOptions, *, attempts: int, max_pool: int = 32) -> 
         tcp_keepalive=True,
     )
     region = session.region_name or "us-east-1"
-    return session.client("s3", region_name=region, config=config)
+    try:
+        return session.client("s3", region_name=region, config=config)
+    except ValueError as e:  # botocore's words for a malformed AWS_ENDPOINT_URL
+        raise StoreUnavailable(
+            f"the S3 endpoint is not a valid URL: {e}",
+            hint="AWS_ENDPOINT_URL must include the scheme, e.g. http://127.0.0.1:8333",
+        ) from e
 
 
 @dataclass(frozen=True)
