@@ -44,6 +44,7 @@ class Fault:
     method: str | None = None
     path: str = ""
     header: str | None = None
+    value: str = ""  # with `header`: a regex its value must contain, e.g. r"bytes=0-"
     nth: int = 1
     times: int = 1
     rate: float = 2048.0
@@ -59,7 +60,13 @@ class Fault:
         return (
             (self.method is None or self.method.upper() == method)
             and re.search(self.path, target) is not None
-            and (self.header is None or self.header.lower() in headers)
+            and (
+                self.header is None
+                or (
+                    self.header.lower() in headers
+                    and re.search(self.value, headers[self.header.lower()]) is not None
+                )
+            )
         )
 
     def count_match(self) -> bool:

@@ -5,7 +5,9 @@ Made for real with tests/faultproxy.py between the command (or agent) and Seawee
 
 from __future__ import annotations
 
+import os
 import signal
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -14,9 +16,11 @@ from typing import Any
 
 import pytest
 
+from modelswap.download import FetchStats, fetch_version
+from modelswap.errors import StoreUnavailable
 from modelswap.pointers import Move, move_pointer
 from modelswap.registry import PublishRequest, Registry
-from modelswap.store import open_store
+from modelswap.store import StoreOptions, open_store
 from tests.agentproc import AgentProc
 from tests.conftest import BUCKET, run_cli, wait_until
 from tests.faultproxy import Fault, FaultProxy
@@ -112,3 +116,64 @@ def test_sigterm_during_a_stalled_download_exits_within_a_second(
     elapsed = time.monotonic() - started
     assert (code, elapsed < 1.0) == (0, True), f"exit {code} after {elapsed:.2f} s"
     assert (tmp_path / "dest" / "clf" / "current" / "f.bin").read_bytes() == b"one"
+
+
+def test_a_failed_ranged_download_never_writes_into_a_reused_descriptor(
+    proxy: FaultProxy,
+    s3_registry: tuple[str, Registry],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The first part of a 40 MB download fails while three others still trickle in: once
+    the fetch has failed, the late parts never write through descriptors the process has
+    since opened for something else."""
+    url, reg = s3_registry
+    data = os.urandom(40 << 20)
+    _publish(reg, tmp_path, "v1", data)
+    meta = reg.metadata("clf", "v1")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.endpoint)
+    store = open_store(url, StoreOptions(read_timeout_s=5))
+    proxy.add(
+        Fault(
+            "503_before",
+            method="GET",
+            path=r"/v1/f\.bin",
+            header="Range",
+            value=r"bytes=0-",
+            times=0,
+        )
+    )
+    trickle = proxy.add(
+        Fault(
+            "trickle",
+            method="GET",
+            path=r"/v1/f\.bin",
+            header="Range",
+            value=r"bytes=[1-9]",
+            rate=8 << 20,
+            times=0,
+        )
+    )
+    staging = tmp_path / "staging"
+    staging.mkdir()
+    with pytest.raises(StoreUnavailable):
+        fetch_version(
+            store=store,
+            model="clf",
+            meta=meta,
+            metadata_bytes=meta.to_json(),
+            staging=staging,
+            cancel=threading.Event(),
+            stats=FetchStats(),
+        )
+    # What the process opens next gets the lowest free descriptors: the ones just closed.
+    others = [tmp_path / f"other-{i}" for i in range(16)]
+    fds = [os.open(p, os.O_RDWR | os.O_CREAT, 0o644) for p in others]
+    try:
+        wait_until(lambda: proxy.fired(trickle) >= 3, timeout=10)
+        time.sleep(2.5)  # the trickled parts (8 MB at 8 MB/s) arrive and would be written
+        assert [p.stat().st_size for p in others] == [0] * 16
+        assert not staging.exists()
+    finally:
+        for fd in fds:
+            os.close(fd)
