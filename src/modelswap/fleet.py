@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from modelswap.errors import InvalidName, ModelswapError
@@ -15,6 +15,7 @@ from modelswap.registry import Registry
 
 FLEET_DIR = "fleet"
 REPORT_MAX_BYTES = 1 << 16
+FUTURE_SKEW = timedelta(seconds=60)  # clocks disagree a little; a report from 2099 is wrong
 INSTANCE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,252}")
 
 
@@ -66,6 +67,12 @@ def fleet_status(
         if problem is None and not isinstance(body.get("ready"), bool):
             problem = f"ready is {body.get('ready')!r}, not true or false"
         name = info.key[len(f"{model}/{FLEET_DIR}/") :].removesuffix(".json")
+        if problem is None and body.get("instance") != name:
+            problem = f"names instance {body.get('instance')!r} but is stored as {name!r}"
+        if problem is None and "pointer" not in body:
+            problem = "names no pointer"
+        if problem is None and heartbeat is not None and heartbeat - now > FUTURE_SKEW:
+            problem = f"heartbeat {body.get('heartbeat')} is in the future"
         instances.append(
             {
                 "instance": body.get("instance") if problem is None else name,
@@ -76,7 +83,8 @@ def fleet_status(
                 "last_change": body.get("last_change"),
                 "last_error": body.get("last_error") if problem is None else problem,
                 "heartbeat": body.get("heartbeat"),
-                "stale": heartbeat is None or (now - heartbeat).total_seconds() > stale_after_s,
+                "stale": heartbeat is None
+                or abs((now - heartbeat).total_seconds()) > stale_after_s,
                 "malformed": problem,
             }
         )

@@ -15,6 +15,11 @@ __all__ = ["Blob", "ObjectInfo", "Store", "StoreOptions", "open_store"]
 _BUCKET_RE = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 # "s3:/b", "s3//b", "gs:b": a URL mistyped, never meant as a folder called "s3:".
 _LOOKS_LIKE_URL = re.compile(r"(s3|gs|az|file|https?)(?::|//|:/)", re.IGNORECASE)
+_URL_FORMS = {
+    "s3": "write s3://bucket/prefix (two slashes after the colon)",
+    "file": "write file:///absolute/path (three slashes) or a plain folder path",
+}
+_UNSUPPORTED = "registries are s3://bucket/prefix, file:///absolute/path or a folder"
 
 
 def open_store(url: str, options: StoreOptions | None = None) -> Store:
@@ -23,12 +28,13 @@ def open_store(url: str, options: StoreOptions | None = None) -> Store:
     if not url or url.strip() != url:
         raise RegistryURLInvalid(f"registry URL {url!r} is empty or has surrounding spaces")
     if "://" not in url:
-        if _LOOKS_LIKE_URL.match(url):
-            scheme = _LOOKS_LIKE_URL.match(url).group(1)  # type: ignore[union-attr]
+        mistyped = _LOOKS_LIKE_URL.match(url)
+        if mistyped:
+            scheme = mistyped.group(1).lower()
             raise RegistryURLInvalid(
                 f"registry URL {url!r} looks like a {scheme}:// URL but is not one",
-                hint=f"write {scheme}://bucket/prefix (two slashes after the colon), or a "
-                "folder path that does not start with a scheme",
+                hint=_URL_FORMS.get(scheme, _UNSUPPORTED)
+                + "; a folder path must not start with a scheme",
             )
         return LocalStore(Path(url))
     parsed = urlparse(url)
