@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -69,6 +70,17 @@ def tmpfs(tmp_path: Path) -> Iterator[tuple[Path, str]]:
         subprocess.run(["umount", "-l", str(point)], check=False)
 
 
+@contextlib.contextmanager
+def running(tmp_path: Path, dest: Path) -> Iterator[AgentProc]:
+    """An agent following the test registry, once it has linked v1; stopped cleanly after."""
+    agent = AgentProc(str(tmp_path / "registry"), "clf", dest, *FAST).wait_started()
+    try:
+        wait_until(lambda: linked(dest) == "versions/v1")
+        yield agent
+    finally:
+        assert agent.stop() == 0
+
+
 def _remount(point: Path, opts: str) -> None:
     subprocess.run(["mount", "-o", f"remount,{opts}", str(point)], check=True)
 
@@ -88,9 +100,7 @@ def test_no_space_for_metadata_json_is_a_failed_pass_not_a_dead_agent(
     publish(reg, tmp_path, "v1", b"1")
     promote(reg, "v1")
     dest = point / "dest"
-    agent = AgentProc(str(tmp_path / "registry"), "clf", dest, *FAST).wait_started()
-    try:
-        wait_until(lambda: linked(dest) == "versions/v1")
+    with running(tmp_path, dest) as agent:
         free = os.statvfs(point).f_bavail * os.statvfs(point).f_frsize
         publish(reg, tmp_path, "v2", os.urandom(free - 1))  # every free block, none left
         promote(reg, "v2")
@@ -99,8 +109,6 @@ def test_no_space_for_metadata_json_is_a_failed_pass_not_a_dead_agent(
         assert linked(dest) == "versions/v1"
         _remount(point, "size=4m,nr_inodes=64")
         wait_until(lambda: linked(dest) == "versions/v2", timeout=15)
-    finally:
-        assert agent.stop() == 0
 
 
 def test_no_inodes_for_staging_is_a_failed_pass_not_a_dead_agent(
@@ -112,9 +120,7 @@ def test_no_inodes_for_staging_is_a_failed_pass_not_a_dead_agent(
     publish(reg, tmp_path, "v2", b"2")
     promote(reg, "v1")
     dest = point / "dest"
-    agent = AgentProc(str(tmp_path / "registry"), "clf", dest, *FAST).wait_started()
-    try:
-        wait_until(lambda: linked(dest) == "versions/v1")
+    with running(tmp_path, dest) as agent:
         filler = point / "filler"
         filler.mkdir()
         for i in range(100):
@@ -125,8 +131,6 @@ def test_no_inodes_for_staging_is_a_failed_pass_not_a_dead_agent(
         promote(reg, "v2")
         _alive_with_error(agent, "ENOSPC")
         assert linked(dest) == "versions/v1"
-    finally:
-        assert agent.stop() == 0
 
 
 def test_read_only_dest_fails_at_start_in_one_line_and_mid_run_as_a_pass(
@@ -153,15 +157,11 @@ def test_read_only_dest_fails_at_start_in_one_line_and_mid_run_as_a_pass(
     assert "EROFS" in lines[0]
     _remount(point, f"rw,{opts}")
     dest = point / "dest"
-    agent = AgentProc(str(tmp_path / "registry"), "clf", dest, *FAST).wait_started()
-    try:
-        wait_until(lambda: linked(dest) == "versions/v1")
+    with running(tmp_path, dest) as agent:
         _remount(point, f"ro,{opts}")
         promote(reg, "v2")
         _alive_with_error(agent, "EROFS")
         assert linked(dest) == "versions/v1"
-    finally:
-        assert agent.stop() == 0
 
 
 @pytest.mark.parametrize("where", ["a file", "/sys"])
@@ -218,9 +218,7 @@ def test_metadata_whose_paths_collide_or_are_too_long_is_refused_cleanly(
     publish(reg, tmp_path, "v1", b"1")
     promote(reg, "v1")
     dest = tmp_path / "dest"
-    agent = AgentProc(str(tmp_path / "registry"), "clf", dest, *FAST).wait_started()
-    try:
-        wait_until(lambda: linked(dest) == "versions/v1")
+    with running(tmp_path, dest) as agent:
         good = json.loads(reg.store.read("clf/v1/metadata.json").data)
         entry = next(iter(good["files"].values()))
         for version, files in (
@@ -234,8 +232,6 @@ def test_metadata_whose_paths_collide_or_are_too_long_is_refused_cleanly(
             fragment = "file and a folder" if version == "v2" else "bytes"
             _alive_with_error(agent, fragment)
             assert linked(dest) == "versions/v1"
-    finally:
-        assert agent.stop() == 0
 
 
 def test_cached_copy_rewritten_with_the_same_size_is_not_linked_again(
@@ -246,9 +242,7 @@ def test_cached_copy_rewritten_with_the_same_size_is_not_linked_again(
     publish(reg, tmp_path, "v2", b"two")
     promote(reg, "v1")
     dest = tmp_path / "dest"
-    agent = AgentProc(str(tmp_path / "registry"), "clf", dest, *FAST).wait_started()
-    try:
-        wait_until(lambda: linked(dest) == "versions/v1")
+    with running(tmp_path, dest):
         promote(reg, "v2")
         wait_until(lambda: linked(dest) == "versions/v2")
         cached = dest / "clf" / "versions" / "v1" / "m.bin"
@@ -257,8 +251,6 @@ def test_cached_copy_rewritten_with_the_same_size_is_not_linked_again(
         promote(reg, "v1")
         wait_until(lambda: linked(dest) == "versions/v1", timeout=15)
         assert served(dest) == b"good" * 1000
-    finally:
-        assert agent.stop() == 0
 
 
 def test_a_version_folder_replaced_by_a_link_outside_dest_is_never_followed(
@@ -271,9 +263,7 @@ def test_a_version_folder_replaced_by_a_link_outside_dest_is_never_followed(
     promote(reg, "v1")
     dest = tmp_path / "dest"
     outside = tmp_path / "outside"
-    agent = AgentProc(str(tmp_path / "registry"), "clf", dest, *FAST).wait_started()
-    try:
-        wait_until(lambda: linked(dest) == "versions/v1")
+    with running(tmp_path, dest):
         promote(reg, "v2")
         wait_until(lambda: linked(dest) == "versions/v2")
         planted = dest / "clf" / "versions" / "v1"
@@ -289,8 +279,6 @@ def test_a_version_folder_replaced_by_a_link_outside_dest_is_never_followed(
         assert served(dest) == b"good"
         assert not (dest / "clf" / "versions" / "v1").is_symlink()
         assert (outside / "m.bin").read_bytes() == b"evil"
-    finally:
-        assert agent.stop() == 0
 
 
 def test_a_file_removed_from_the_linked_copy_is_restored_within_a_poll(
@@ -300,14 +288,10 @@ def test_a_file_removed_from_the_linked_copy_is_restored_within_a_poll(
     publish(reg, tmp_path, "v1", b"good")
     promote(reg, "v1")
     dest = tmp_path / "dest"
-    agent = AgentProc(str(tmp_path / "registry"), "clf", dest, *FAST).wait_started()
-    try:
-        wait_until(lambda: linked(dest) == "versions/v1")
+    with running(tmp_path, dest):
         (dest / "clf" / "current" / "m.bin").unlink()
         wait_until((dest / "clf" / "current" / "m.bin").exists, timeout=10)
         assert served(dest) == b"good"
-    finally:
-        assert agent.stop() == 0
 
 
 def test_healthz_answers_while_the_start_up_check_hashes_large_copies(

@@ -67,35 +67,30 @@ def hook_environment(extra: dict[str, str]) -> dict[str, str]:
     return {"PATH": os.environ.get("PATH", os.defpath), **extra}
 
 
+def secret_file(path: str, flag: str) -> str:
+    """A secret read from a file (a mounted Kubernetes Secret), so it never rides on argv."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            value = f.read().strip()
+    except OSError as e:
+        raise UsageError(
+            f"cannot read {flag} {path}: {e.strerror}",
+            hint="mount the file (a Kubernetes Secret) or unset the flag",
+        ) from e
+    if not value:
+        raise UsageError(f"{flag} {path} is empty", hint="write the value into the file")
+    return value
+
+
 def refresh_token(path: str | None) -> str | None:
     """POST /refresh's bearer token: from --refresh-token-file, else MODELSWAP_REFRESH_TOKEN."""
     if path:
-        try:
-            with open(path, encoding="utf-8") as f:
-                token = f.read().strip()
-        except OSError as e:
-            raise UsageError(
-                f"cannot read --refresh-token-file {path}: {e.strerror}",
-                hint="mount the token file (a Kubernetes Secret) or unset the flag",
-            ) from e
-        if not token:
-            raise UsageError(f"--refresh-token-file {path} is empty")
-        return token
+        return secret_file(path, "--refresh-token-file")
     return os.environ.get("MODELSWAP_REFRESH_TOKEN") or None
 
 
 def on_swap_url_from_file(path: str) -> str:
-    try:
-        with open(path, encoding="utf-8") as f:
-            url = f.read().strip()
-    except OSError as e:
-        raise UsageError(
-            f"cannot read --on-swap-url-file {path}: {e.strerror}",
-            hint="mount the file (a Kubernetes Secret) or unset the flag",
-        ) from e
-    if not url:
-        raise UsageError(f"--on-swap-url-file {path} is empty")
-    return url
+    return secret_file(path, "--on-swap-url-file")
 
 
 def default_actor() -> str:
