@@ -4,7 +4,17 @@ loader = ModelLoader("/models/classifier/current", health_port=9102).start()
 outputs = loader.run(None, {"input": x})
 """
 
-from .core import Loaded, ModelLoader, ModelNotLoaded
+from .build import Loaded
+from .core import ModelLoader, ModelNotLoaded
+from .health import HealthPortUnavailable
 from .onnx_model import ModelLoadError
+from .shared import SharedUnavailable
 
-__all__ = ["Loaded", "ModelLoadError", "ModelLoader", "ModelNotLoaded"]
+__all__ = [
+    "HealthPortUnavailable",
+    "Loaded",
+    "ModelLoadError",
+    "ModelLoader",
+    "ModelNotLoaded",
+    "SharedUnavailable",
+]

@@ -11,24 +11,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from modelswap import promtext
 from modelswap.errors import ModelswapError
 
-from . import memory, onnx_model, shared
+from . import build, memory, shared
+from .attempts import Identity, Retry
+from .build import Loaded
 from .health import HealthServer
-from .onnx_model import ModelLoadError, Signature
+from .onnx_model import WARMUP_MAX_BYTES
 from .shared import PREPARED_DIR
 from .watch import LinkWatcher
 
@@ -38,46 +37,6 @@ RETIRE_POLL_S = 0.005
 
 class ModelNotLoaded(ModelswapError):
     default_hint = "the link has no loadable version yet; check the agent and /health"
-
-
-@dataclass
-class Loaded:
-    """One loaded version, replaced whole on a swap. Its model is dropped when it is retired,
-    so the teardown runs on the swapper thread even if the app still holds this object."""
-
-    version: str
-    path: Path
-    model: Any
-    metadata: dict[str, Any]
-    loaded_at: str
-    signature: Signature | None = None
-    users: int = field(default=0, repr=False, compare=False)
-    retired: bool = field(default=False, repr=False, compare=False)
-    _mu: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
-
-    def acquire(self) -> bool:
-        with self._mu:
-            if self.retired:
-                return False
-            self.users += 1
-            return True
-
-    def release(self) -> None:
-        with self._mu:
-            self.users -= 1
-
-    def retire(self) -> list[Any]:
-        """The model, handed over for teardown, if no request holds it now; else []."""
-        with self._mu:
-            if self.users or self.retired:
-                return []
-            self.retired = True
-            model, self.model = self.model, None
-        return [model]
-
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 class ModelLoader:
@@ -98,9 +57,16 @@ class ModelLoader:
         on_restart: Callable[[], None] | None = None,
         shared: bool = False,
         prepared_dir: str | os.PathLike[str] | None = None,
+        warmup_max_bytes: int = WARMUP_MAX_BYTES,
+        retry_backoff_s: float = 1.0,
+        retry_max_backoff_s: float = 60.0,
     ) -> None:
         if on_change not in ("swap", "restart"):
             raise ValueError("on_change must be 'swap' or 'restart'")
+        if not 0 < retry_backoff_s <= retry_max_backoff_s:
+            raise ValueError("need 0 < retry_backoff_s <= retry_max_backoff_s")
+        if warmup_max_bytes < 0:
+            raise ValueError("warmup_max_bytes must be >= 0")
         self.link = Path(link)
         self.health_port, self.health_host = health_port, health_host
         self._load_fn, self._warmup = load, warmup
@@ -112,9 +78,11 @@ class ModelLoader:
         self.shared = shared
         self.prepared_root = Path(prepared_dir) if prepared_dir else self.link.parent / PREPARED_DIR
         self.shared_error: str | None = None
+        self.warmup_max_bytes = warmup_max_bytes
         self._live: Loaded | None = None
         self._retiring: list[Loaded] = []  # swapped out, freed once no request holds them
-        self._target: str | None = None  # resolved path of the last version tried
+        self._retry = Retry(retry_backoff_s, retry_max_backoff_s)  # the identity that failed
+        self._restart_for: Identity | None = None  # the identity on_restart was called for
         self.last_error: str | None = None
         self.swaps = 0
         self.swap_failures = 0
@@ -129,18 +97,26 @@ class ModelLoader:
     # -- lifecycle -------------------------------------------------------------------------
 
     def start(self) -> ModelLoader:
-        """Load what the link names now (a missing or bad link is reported, not raised),
-        then watch it and serve /health."""
-        self._check()
-        self._watcher.start()
-        self._thread = threading.Thread(target=self._loop, daemon=True, name="modelswap-swapper")
-        self._thread.start()
+        """Bind and serve /health, load what the link names now (a missing or bad link is
+        reported, not raised), then watch it. A health port that cannot be bound raises
+        HealthPortUnavailable before anything is loaded or started."""
         if self.health_port is not None:
             self._health = HealthServer(
                 self.health_host, self.health_port, self.health, self.metrics
             )
             self.health_port = self._health.port
-            self._health.start()
+        try:
+            if self._health is not None:
+                self._health.start()  # answers 503 no_model while the first version loads
+            self._check()
+            self._watcher.start()
+            self._thread = threading.Thread(
+                target=self._loop, daemon=True, name="modelswap-swapper"
+            )
+            self._thread.start()
+        except BaseException:
+            self.stop()
+            raise
         return self
 
     def stop(self) -> None:
@@ -151,6 +127,7 @@ class ModelLoader:
             self._thread.join(timeout=5)
         if self._health is not None:
             self._health.stop()
+            self._health = None
 
     def __enter__(self) -> ModelLoader:
         return self.start()
@@ -208,7 +185,11 @@ class ModelLoader:
 
     def _loop(self) -> None:
         while not self._stopping.is_set():
-            self._hint.wait(RETIRE_POLL_S if self._retiring else self.poll_interval_s)
+            wait = RETIRE_POLL_S if self._retiring else self.poll_interval_s
+            retry_in = self._retry.retry_in_s()
+            if retry_in is not None:
+                wait = min(wait, max(retry_in, RETIRE_POLL_S))
+            self._hint.wait(wait)
             self._hint.clear()
             if self._stopping.is_set():
                 return
@@ -230,28 +211,50 @@ class ModelLoader:
         return target
 
     def _check(self) -> None:
-        """Re-resolve the link; build, warm and swap in a version that is new to us."""
+        """Re-resolve the link; build, warm and swap in a version whose identity is new to us,
+        or retry one that failed once its backoff is over."""
         target = self._resolve()
         if target is None:
             return
-        if str(target) == self._target:
-            live = self._live
-            if live is not None and live.path == target:
-                self.last_error = None  # the link is back on what we serve
+        try:
+            identity = Identity.of(target)
+        except OSError as e:
+            self.last_error = f"{target.name}: cannot read the version folder: {e}"
             return
-        self._target = str(target)
-        if self._live is not None and self.on_change == "restart":
-            log.warning("loader.restart", extra={"target": str(target)})
-            self._on_restart()
+        live = self._live
+        if live is not None and live.identity == identity:
+            self._retry.clear()
+            self.last_error = None  # the link is back on what we serve
+            return
+        if not self._retry.due(identity):
+            return
+        if live is not None and self.on_change == "restart":
+            if identity != self._restart_for:
+                self._restart_for = identity
+                log.warning("loader.restart", extra={"target": str(target)})
+                self._on_restart()
             return
         started = time.monotonic()
         try:
-            new = self._build(target)
-        except ModelswapError as e:
-            self.swap_failures += 1
+            built = build.build(target, identity, self._options(), live)
+        except (ModelswapError, OSError) as e:
+            if identity != self._retry.identity:
+                self.swap_failures += 1  # counted once per identity; retries are attempts
+            delay = self._retry.failed(identity)
             self.last_error = f"{target.name}: {e}"
-            log.warning("loader.swap_refused: %s", self.last_error)
+            log.warning(
+                "loader.swap_refused: %s (attempt %d, next in %.1fs)",
+                self.last_error,
+                self._retry.failures,
+                delay,
+            )
             return
+        if self._retry.failures:
+            log.info("loader.recovered after %d failed attempts", self._retry.failures)
+        self._retry.clear()
+        if self.shared:
+            self.shared_error = built.shared_error
+        new = built.loaded
         old, self._live = self._live, new
         self.last_swap_s = time.monotonic() - started
         self.last_error = None
@@ -262,18 +265,18 @@ class ModelLoader:
             self._retire()
         log.info("loader.swapped to %s in %.3fs", new.version, self.last_swap_s)
 
-    def _shared_session(self, path: Path, version: str, metadata: dict[str, Any]) -> Any:
-        """A session on this host's prepared copy, or None (and why, in /health) to load
-        privately instead."""
-        try:
-            prepared = shared.prepared_model(path, version, metadata, self.prepared_root)
-            session = onnx_model.create_session(prepared, self.session_options, self.providers)
-        except Exception as e:  # noqa: BLE001 - any failure to share falls back to a private load
-            self.shared_error = f"{version}: loaded privately, shared copy unavailable: {e}"
-            log.warning("loader.shared_fallback: %s", self.shared_error)
-            return None
-        self.shared_error = None
-        return session
+    def _options(self) -> build.Options:
+        return build.Options(
+            load=self._load_fn,
+            warmup=self._warmup,
+            warmup_max_bytes=self.warmup_max_bytes,
+            model_file=self.model_file,
+            session_options=self.session_options,
+            providers=self.providers,
+            allow_signature_change=self.allow_signature_change,
+            shared=self.shared,
+            prepared_root=self.prepared_root,
+        )
 
     def _retire(self) -> None:
         """Drop retired versions no request holds any more, then return their memory."""
@@ -287,42 +290,6 @@ class ModelLoader:
         if self.shared and live is not None:
             shared.remove_stale(self.prepared_root, self.link.parent / "versions", {live.version})
 
-    def _build(self, folder: Path) -> Loaded:
-        metadata = _read_metadata(folder)
-        version = str(metadata.get("version") or folder.name)
-        if self._load_fn is not None:
-            try:
-                model = self._load_fn(folder)
-            except Exception as e:
-                raise ModelLoadError(f"load() failed: {e}") from e
-            if callable(self._warmup):
-                try:
-                    self._warmup(model)
-                except Exception as e:
-                    raise ModelLoadError(f"warm-up failed: {e}") from e
-            return Loaded(version, folder, model, metadata, _now())
-        path = onnx_model.find_model_file(folder, self.model_file)
-        session = self._shared_session(path, version, metadata) if self.shared else None
-        if session is None:
-            session = onnx_model.create_session(path, self.session_options, self.providers)
-        sig = onnx_model.signature(session)
-        live = self._live
-        if live is not None and live.signature is not None and not self.allow_signature_change:
-            why = live.signature.incompatibility(sig)
-            if why:
-                raise ModelLoadError(
-                    f"incompatible signature: {why}",
-                    hint="publish a compatible model, or allow_signature_change=True",
-                )
-        if callable(self._warmup):
-            try:
-                self._warmup(session)
-            except Exception as e:
-                raise ModelLoadError(f"warm-up failed: {e}") from e
-        elif self._warmup:
-            onnx_model.warm_up(session)
-        return Loaded(version, folder, session, metadata, _now(), sig)
-
     # -- health ----------------------------------------------------------------------------
 
     def health(self) -> tuple[int, dict[str, Any]]:
@@ -335,6 +302,8 @@ class ModelLoader:
             "loaded_at": live.loaded_at if live else None,
             "metadata": live.metadata if live else None,
             "last_error": self.last_error,
+            "failed_attempts": self._retry.failures,
+            "retry_in_s": self._retry.retry_in_s(),
             "swaps": self.swaps,
             "swap_failures": self.swap_failures,
             "link": str(self.link),
@@ -351,6 +320,12 @@ class ModelLoader:
             ("gauge", "model_loaded", "1 when a model is serving", int(live is not None)),
             ("counter", "swaps_total", "versions swapped in", self.swaps),
             ("counter", "swap_failures_total", "versions refused", self.swap_failures),
+            (
+                "gauge",
+                "failed_attempts",
+                "consecutive failed builds of what the link names",
+                self._retry.failures,
+            ),
             ("counter", "requests_total", "run() calls", self.requests),
             (
                 "gauge",
@@ -360,11 +335,3 @@ class ModelLoader:
             ),
         ]
         return promtext.render("modelswap_loader", rows, {"version": live.version if live else ""})
-
-
-def _read_metadata(folder: Path) -> dict[str, Any]:
-    try:
-        value = json.loads((folder / "metadata.json").read_text())
-    except (OSError, ValueError):
-        return {}
-    return value if isinstance(value, dict) else {}

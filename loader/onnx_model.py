@@ -107,11 +107,17 @@ def signature(session: Any) -> Signature:
     return Signature(ports(session.get_inputs()), ports(session.get_outputs()))
 
 
-def warmup_feed(session: Any) -> dict[str, Any]:
-    """One small input per model input: symbolic dimensions become 1."""
+WARMUP_MAX_BYTES = 64 << 20
+
+
+def warmup_feed(session: Any, max_bytes: int = WARMUP_MAX_BYTES) -> dict[str, Any]:
+    """One small input per model input: symbolic dimensions become 1. The declared shapes
+    come from the model file, so their size is checked before anything is allocated: a
+    102-byte model can declare a [1, 1073741824] input (4 GiB of float32)."""
     import numpy as np  # noqa: PLC0415
 
-    feed = {}
+    shapes = {}
+    total = 0
     for p in session.get_inputs():
         dtype = _DTYPES.get(p.type)
         if dtype is None:
@@ -120,17 +126,35 @@ def warmup_feed(session: Any) -> dict[str, Any]:
                 hint="pass ModelLoader(..., warmup=callable) for this model",
             )
         shape = [d if isinstance(d, int) and d > 0 else 1 for d in p.shape]
-        feed[p.name] = np.zeros(shape, dtype=dtype)
-    return feed
+        size = int(np.prod(shape, dtype=object)) * np.dtype(dtype).itemsize
+        total += size
+        if total > max_bytes:
+            raise ModelLoadError(
+                f"warm-up input {p.name!r} of declared shape {list(p.shape)} ({p.type}) needs "
+                f"{_bytes(size)}, above warmup_max_bytes={max_bytes} ({_bytes(max_bytes)})"
+                + (f" with the inputs before it ({_bytes(total)} in all)" if total > size else ""),
+                hint="pass ModelLoader(..., warmup=callable) with a realistic input, raise "
+                "warmup_max_bytes=, or warmup=False; the previous version keeps serving",
+            )
+        shapes[p.name] = (shape, dtype)
+    return {name: np.zeros(shape, dtype=dtype) for name, (shape, dtype) in shapes.items()}
 
 
-def warm_up(session: Any) -> None:
+def warm_up(session: Any, max_bytes: int = WARMUP_MAX_BYTES) -> None:
+    feed = warmup_feed(session, max_bytes)
     try:
-        session.run(None, warmup_feed(session))
-    except ModelLoadError:
-        raise
+        session.run(None, feed)
     except Exception as e:
         raise ModelLoadError(f"warm-up inference failed: {_first_line(e)}") from e
+
+
+def _bytes(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024:
+            return f"{n} B" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} TiB"
 
 
 def _first_line(e: BaseException) -> str:
