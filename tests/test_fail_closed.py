@@ -259,7 +259,11 @@ def _fleet(registry: Registry, model_file: ModelFile, reports: dict[str, bytes])
         registry.store.put(f"clf/fleet/{name}.json", data)
 
 
-GOOD = _report("good")
+def _good() -> bytes:
+    """A fresh report, made when the test runs (a heartbeat taken at import goes stale)."""
+    return _report("good")
+
+
 NAIVE = _report("naive", heartbeat="2026-12-01T10:00:00")
 NOT_JSON = b"{not json"
 
@@ -269,7 +273,7 @@ def test_status_lists_malformed_reports_as_never_ready(
 ) -> None:
     """Reports with a naive heartbeat, a string `ready` or no JSON are listed as malformed and
     not ready; the fresh one with `"ready": "false"` keeps the fleet from converging."""
-    reports = {"good": GOOD, "naive": NAIVE, "strready": _report("strready", ready="false")}
+    reports = {"good": _good(), "naive": NAIVE, "strready": _report("strready", ready="false")}
     _fleet(registry, model_file, {**reports, "broken": NOT_JSON})
     result = run_cli("status", "clf", "--json", registry=registry_url)
     assert result.returncode == 0, result.stderr
@@ -293,7 +297,7 @@ def test_status_never_counts_a_string_ready_as_ready(
     registry_url: str, registry: Registry, model_file: ModelFile
 ) -> None:
     """A fresh report saying `"ready": "false"` is malformed and not ready, so not converged."""
-    _fleet(registry, model_file, {"good": GOOD, "strready": _report("strready", ready="false")})
+    _fleet(registry, model_file, {"good": _good(), "strready": _report("strready", ready="false")})
     result = run_cli("status", "clf", "--json", registry=registry_url)
     assert result.returncode == 0, result.stderr
     view = json.loads(result.stdout)
@@ -310,7 +314,7 @@ def test_status_converges_when_only_stale_malformed_reports_disagree(
 ) -> None:
     """A naive heartbeat and a non-JSON report are stale, so the one fresh ready instance on
     the pointer's version makes the fleet converged; neither is counted as ready."""
-    _fleet(registry, model_file, {"good": GOOD, "naive": NAIVE, "broken": NOT_JSON})
+    _fleet(registry, model_file, {"good": _good(), "naive": NAIVE, "broken": NOT_JSON})
     result = run_cli("status", "clf", "--json", registry=registry_url)
     assert result.returncode == 0, result.stderr
     view = json.loads(result.stdout)
@@ -335,7 +339,7 @@ def test_status_text_marks_malformed_reports(
     registry_url: str, registry: Registry, model_file: ModelFile
 ) -> None:
     """The status table shows `(MALFORMED)` and READY `no` beside each malformed report."""
-    reports = {"good": GOOD, "naive": NAIVE, "strready": _report("strready", ready="false")}
+    reports = {"good": _good(), "naive": NAIVE, "strready": _report("strready", ready="false")}
     _fleet(registry, model_file, {**reports, "broken": NOT_JSON})
     result = run_cli("status", "clf", registry=registry_url)
     assert (result.returncode, result.stderr) == (0, "")
