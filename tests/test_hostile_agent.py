@@ -336,3 +336,19 @@ def test_a_pointer_to_a_missing_version_is_rechecked_at_the_poll_interval(
         assert time.monotonic() - fixed < 2.0
     finally:
         assert agent.stop() == 0
+
+
+def test_the_linked_copy_rewritten_with_the_same_size_is_replaced_within_a_poll(
+    reg: Registry, tmp_path: Path
+) -> None:
+    """Someone rewrites the served file in place, same size: the next pass sees its changed
+    ctime, re-hashes, re-fetches and relinks the real bytes."""
+    publish(reg, tmp_path, "v1", b"good" * 1000)
+    promote(reg, "v1")
+    dest = tmp_path / "dest"
+    with running(tmp_path, dest):
+        served_file = dest / "clf" / "current" / "m.bin"
+        served_file.chmod(0o644)
+        with open(served_file, "r+b") as f:
+            f.write(b"evil")
+        wait_until(lambda: served(dest) == b"good" * 1000, timeout=10)
