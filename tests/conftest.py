@@ -3,6 +3,7 @@ either backend, so every registry test runs against the local folder and S3 alik
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -74,6 +75,25 @@ def run_cli(
         timeout=60,
         check=False,
     )
+
+
+@contextlib.contextmanager
+def mounted_tmpfs(point: Path, opts: str) -> Iterator[Path]:
+    """A real tmpfs at point (root only, as in CI and the image build): a disk that really
+    fills up, runs out of inodes or goes read-only. Skips the test where mounting is refused."""
+    point.mkdir(parents=True, exist_ok=True)
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", opts, "tmpfs", str(point)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
+    try:
+        yield point
+    finally:
+        subprocess.run(["umount", "-l", str(point)], check=False)
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float = 10, interval: float = 0.05) -> None:

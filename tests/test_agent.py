@@ -19,7 +19,7 @@ from modelswap.registry import PublishRequest, Registry
 from modelswap.store import open_store
 from tests import seaweed
 from tests.agentproc import AgentProc
-from tests.conftest import BUCKET, run_cli, wait_until
+from tests.conftest import BUCKET, mounted_tmpfs, run_cli, wait_until
 
 MakeFile = Callable[[str, bytes], Path]
 FAST = ("--interval", "0.3", "--max-backoff", "1")
@@ -339,21 +339,9 @@ def test_twenty_agents_converge_and_status_shows_it(
 
 @pytest.fixture
 def small_volume(tmp_path: Path) -> Iterator[Path]:
-    """A real 2 MB tmpfs, so the disk really fills (needs root, as in CI and the image build)."""
-    mount = tmp_path / "small"
-    mount.mkdir()
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
-    try:
+    """A real 2 MB tmpfs, so the disk really fills."""
+    with mounted_tmpfs(tmp_path / "small", "size=2m") as mount:
         yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
 def test_full_disk_keeps_the_link_and_recovers_when_space_returns(

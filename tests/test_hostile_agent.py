@@ -18,7 +18,7 @@ from modelswap.pointers import Move, move_pointer
 from modelswap.registry import PublishRequest, Registry
 from modelswap.store import open_store
 from tests.agentproc import AgentProc
-from tests.conftest import wait_until
+from tests.conftest import mounted_tmpfs, wait_until
 
 FAST = ("--interval", "0.3", "--max-backoff", "1")
 
@@ -52,22 +52,10 @@ def served(dest: Path, name: str = "m.bin") -> bytes:
 
 @pytest.fixture
 def tmpfs(tmp_path: Path) -> Iterator[tuple[Path, str]]:
-    """A real small tmpfs (root only, as in CI); yields (mount point, mount options)."""
-    point = tmp_path / "vol"
-    point.mkdir()
+    """A real 1 MB tmpfs with 64 inodes; yields (mount point, mount options)."""
     opts = "size=1m,nr_inodes=64"
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", opts, "tmpfs", str(point)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
-    try:
+    with mounted_tmpfs(tmp_path / "vol", opts) as point:
         yield point, opts
-    finally:
-        subprocess.run(["umount", "-l", str(point)], check=False)
 
 
 @contextlib.contextmanager
