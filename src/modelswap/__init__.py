@@ -1,3 +1,51 @@
-"""modelswap: immutable model versions, a pointer for what is live, rollback in seconds."""
+"""modelswap: immutable model versions, a pointer for what is live, rollback in seconds.
+
+`modelswap.Registry` is the Python API (see modelswap.api). Its names are imported on first
+use, so `import modelswap.loader` in a serving app stays light (no boto3, no gate).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
+
+__all__ = [
+    "Event",
+    "GateRefused",
+    "GateResult",
+    "History",
+    "Metadata",
+    "ModelswapError",
+    "PromoteResult",
+    "Registry",
+    "VersionInfo",
+    "__version__",
+]
+
+if TYPE_CHECKING:
+    from modelswap.api import Event, History, PromoteResult, Registry, VersionInfo
+    from modelswap.errors import GateRefused, ModelswapError
+    from modelswap.gate import GateResult
+    from modelswap.metadata import Metadata
+
+_HOMES = {
+    "Event": "modelswap.api",
+    "History": "modelswap.api",
+    "PromoteResult": "modelswap.api",
+    "Registry": "modelswap.api",
+    "VersionInfo": "modelswap.api",
+    "GateRefused": "modelswap.errors",
+    "ModelswapError": "modelswap.errors",
+    "GateResult": "modelswap.gate",
+    "Metadata": "modelswap.metadata",
+}
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module 'modelswap' has no attribute {name!r}")
+    import importlib  # noqa: PLC0415 - lazily, see the module docstring
+
+    return getattr(importlib.import_module(home), name)

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
 
-from modelswap import redact, render
+from modelswap import api, redact, render
 from modelswap.cleanup import collect_garbage
 from modelswap.config import (
     DEFAULT_REGISTRY,
@@ -22,11 +22,15 @@ from modelswap.config import (
     refresh_token,
     secret_values,
 )
-from modelswap.errors import InvalidMetadata, InvalidPointer, ModelswapError, UsageError
-from modelswap.evaluate import EvaluationError
+from modelswap.errors import (
+    GateRefused,
+    InvalidMetadata,
+    InvalidPointer,
+    ModelswapError,
+    UsageError,
+)
 from modelswap.gate import (
     DEFAULT_TOLERANCE,
-    GateError,
     GateResult,
     GateSpec,
     parse_metric,
@@ -37,13 +41,9 @@ from modelswap.metadata import Metadata
 from modelswap.names import check_model, check_pointer_name, check_version
 from modelswap.pointers import (
     DEFAULT_POINTER,
-    Move,
     history,
     list_pointers,
-    move_pointer,
-    read_pointer,
     require_pointer,
-    rollback_plan,
 )
 from modelswap.registry import METADATA_KEYS, PublishRequest, Registry, collect_files
 from modelswap.store import StoreOptions, open_store
@@ -216,14 +216,6 @@ def cmd_diff(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_move(event: dict[str, Any] | None, model: str, pointer: str, to: str) -> None:
-    if event is None:
-        print(f"{model}/{pointer} already names {to}; nothing to do")
-    else:
-        was = event["from"] or "(none)"
-        print(f"{model}/{pointer}: {was} -> {event['to']} (event {event['seq']})")
-
-
 def _gate_spec(args: argparse.Namespace) -> GateSpec | None:
     """The gate asked for by promote's or gate's flags, or None when none was given."""
     if args.eval_set is None:
@@ -274,10 +266,20 @@ def cmd_gate(args: argparse.Namespace) -> int:
     return 0 if result.passed else 1
 
 
+def _api(args: argparse.Namespace) -> api.Registry:
+    return api.Registry(args.registry, actor=args.actor, store_timeout_s=args.store_timeout)
+
+
+def _print_result(result: api.PromoteResult) -> None:
+    if result.event is None:
+        print(f"{result.model}/{result.pointer} already names {result.version}; nothing to do")
+    else:
+        event = result.event
+        was = event.from_version or "(none)"
+        print(f"{result.model}/{result.pointer}: {was} -> {event.to} (event {event.seq})")
+
+
 def cmd_promote(args: argparse.Namespace) -> int:
-    reg = _registry(args)
-    model, pointer = check_model(args.model), check_pointer_name(args.pointer)
-    version = check_version(args.version)
     if args.force and not args.reason:
         raise UsageError(
             "--force needs --reason", hint='e.g. --force --reason "hotfix, eval set stale"'
@@ -288,57 +290,39 @@ def cmd_promote(args: argparse.Namespace) -> int:
             "--force overrides a gate; give the gate's --eval-set too",
             hint="without gate options promote is not gated and needs no --force",
         )
-    gate: dict[str, Any] | None = None
-    expect = check_version(args.expect) if args.expect else None
+    gate_options: dict[str, Any] = {}
     if spec is not None:
-        state = read_pointer(reg, model, pointer)
-        against = state.version if state else None
-        try:
-            result = run_gate(reg, model, version, spec, against=against, pointer=pointer)
-        except (GateError, EvaluationError) as e:
-            if not args.force:
-                raise
-            gate = {"error": str(e), "passed": False, "forced": True, "forced_by": args.actor}
-        else:
-            _print_gate(result)
-            if not result.passed and not args.force:
-                print(f"{model}/{pointer} not moved; it still names {against or 'nothing'}")
-                return 1
-            gate = result.event(forced_by=args.actor if not result.passed else None)
-        expect = expect or against  # the pointer must not move while we evaluated
-    move = Move(
-        model=model,
-        pointer=pointer,
-        to=version,
-        type="promote",
-        actor=args.actor,
-        reason=args.reason,
-        gate=gate,
-        expect=expect,
-        verify=args.verify,
-    )
-    _print_move(move_pointer(reg, move), model, pointer, version)
+        gate_options = {
+            "eval_set": spec.eval_set,
+            "metric": f"{spec.metric}:{spec.direction}",
+            "tolerance": spec.tolerance,
+            "evaluator": spec.evaluator,
+            "minimum": spec.floor,
+            "force": args.force,
+        }
+    try:
+        result = _api(args).promote(
+            args.model,
+            args.version,
+            pointer=args.pointer,
+            reason=args.reason,
+            expect=args.expect,
+            verify=args.verify,
+            **gate_options,
+        )
+    except GateRefused as e:
+        _print_gate(e.result)
+        print(e.not_moved)
+        return 1
+    if result.gate is not None:
+        _print_gate(result.gate)
+    _print_result(result)
     return 0
 
 
 def cmd_rollback(args: argparse.Namespace) -> int:
-    reg = _registry(args)
-    check_model(args.model)
-    check_pointer_name(args.pointer)
-    if args.to:
-        target, expect = check_version(args.to), None
-    else:  # back from exactly the version the log was read for
-        target, expect = rollback_plan(reg, args.model, args.pointer)
-    move = Move(
-        model=args.model,
-        pointer=args.pointer,
-        to=target,
-        type="rollback",
-        actor=args.actor,
-        reason=args.reason,
-        expect=expect,
-    )
-    _print_move(move_pointer(reg, move), args.model, args.pointer, target)
+    result = _api(args).rollback(args.model, to=args.to, pointer=args.pointer, reason=args.reason)
+    _print_result(result)
     return 0
 
 

@@ -18,6 +18,7 @@ ModelswapError                 .hint says what to do next; the CLI prints error:
     ├── InvalidPointer         pointer content that is not one version name
     ├── InvalidMetadata        metadata.json that is not valid JSON or breaks the schema
     ├── IntegrityError         stored bytes do not match metadata.json
+    ├── GateRefused            a gated promote's candidate is worse; nothing moved
     ├── Busy                   another operator holds the lock (publish or pointer move)
     │   └── LeaseLost          our own lock lapsed or was taken over; we stopped
     └── PointerMoved           the pointer moved under you; nothing was overwritten
@@ -29,6 +30,8 @@ back off; any other error is retried at the normal poll interval.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 
 class ModelswapError(Exception):
@@ -134,6 +137,17 @@ class Busy(RegistryError):
 
 class LeaseLost(Busy):
     default_hint = "retry the command; check the store's health if it happens again"
+
+
+class GateRefused(RegistryError):
+    """A gated promote whose candidate is worse: nothing moved. Carries the gate's result."""
+
+    default_hint = "improve the candidate, or override with force and a reason (recorded)"
+
+    def __init__(self, result: Any, model: str, pointer: str, against: str | None) -> None:
+        self.not_moved = f"{model}/{pointer} not moved; it still names {against or 'nothing'}"
+        super().__init__(f"gate refused {model}/{result.candidate}: {result.verdict}")
+        self.result = result
 
 
 class PointerMoved(RegistryError):

@@ -11,6 +11,7 @@ import hashlib
 import math
 import tempfile
 import threading
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -64,7 +65,7 @@ class GateSpec:
     metric: str = "accuracy"
     direction: str = "max"
     tolerance: float = DEFAULT_TOLERANCE
-    evaluator: str | None = None
+    evaluator: str | Callable[[Path, Path], dict[str, float]] | None = None
     floor: float | None = None  # --min: the bound a candidate must meet with nothing to compare
 
 

@@ -1,0 +1,419 @@
+"""The Python API: every registry verb for pipelines, without a shell (PRODUCT.md section 7).
+
+    import modelswap
+    reg = modelswap.Registry("s3://bucket/models", actor="ci@pipeline")
+    meta = reg.publish("classifier", ["model.onnx"], metrics={"accuracy": 0.94})
+    reg.promote("classifier", meta.version, eval_set="eval.npz", reason="more data")
+
+Results are frozen dataclasses; failures raise the same ModelswapError subclasses the CLI
+prints as `error:` and `hint:`. The CLI is a view of this class.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from modelswap import render
+from modelswap.cleanup import GcReport, collect_garbage
+from modelswap.config import DEFAULT_REGISTRY, default_actor
+from modelswap.download import FetchStats, fetch_version
+from modelswap.errors import GateRefused, InvalidMetadata, ModelswapError, UsageError
+from modelswap.evaluate import EvaluationError
+from modelswap.fleet import fleet_status
+from modelswap.gate import (
+    DEFAULT_TOLERANCE,
+    GateError,
+    GateResult,
+    GateSpec,
+    parse_metric,
+    run_gate,
+)
+from modelswap.gitinfo import head_sha
+from modelswap.metadata import Metadata
+from modelswap.names import POINTER_RE, check_model, check_pointer_name, check_version
+from modelswap.pointers import (
+    DEFAULT_POINTER,
+    Move,
+    history,
+    list_pointers,
+    move_pointer,
+    read_pointer,
+    require_pointer,
+    rollback_plan,
+)
+from modelswap.registry import METADATA_KEYS, PublishRequest, collect_files
+from modelswap.registry import Registry as _Versions
+from modelswap.store import StoreOptions, open_store
+
+Evaluator = Callable[[Path, Path], dict[str, float]]
+
+
+@dataclass(frozen=True)
+class VersionInfo:
+    """One row of `versions`: a complete version, or a folder that is not one (`problem`)."""
+
+    version: str
+    created: str | None
+    size: int
+    metrics: dict[str, float]
+    pointers: tuple[str, ...]
+    complete: bool
+    problem: str | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "version": self.version,
+            "created": self.created,
+            "metrics": dict(self.metrics),
+            "size": self.size,
+            "pointers": list(self.pointers),
+            "complete": self.complete,
+            "problem": self.problem,
+        }
+
+
+@dataclass(frozen=True)
+class Event:
+    """One logged pointer move (`history --json` fields; `from` is `from_version` here)."""
+
+    seq: int | None
+    time: str | None
+    actor: str | None
+    pointer: str
+    from_version: str | None
+    to: str | None
+    reason: str | None
+    gate: dict[str, Any] | None
+    type: str
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_json(cls, raw: dict[str, Any]) -> Event:
+        known = {"seq", "time", "actor", "pointer", "from", "to", "reason", "gate", "type"}
+        return cls(
+            seq=raw.get("seq"),
+            time=raw.get("time"),
+            actor=raw.get("actor"),
+            pointer=str(raw.get("pointer")),
+            from_version=raw.get("from"),
+            to=raw.get("to"),
+            reason=raw.get("reason"),
+            gate=raw.get("gate"),
+            type=str(raw.get("type")),
+            extra={k: v for k, v in raw.items() if k not in known},
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            **self.extra,
+            "seq": self.seq,
+            "time": self.time,
+            "actor": self.actor,
+            "pointer": self.pointer,
+            "from": self.from_version,
+            "to": self.to,
+            "reason": self.reason,
+            "gate": self.gate,
+            "type": self.type,
+        }
+
+
+@dataclass(frozen=True)
+class History:
+    events: tuple[Event, ...]
+    warnings: tuple[ModelswapError, ...]  # unreadable events, malformed pointers: skipped
+
+
+@dataclass(frozen=True)
+class PromoteResult:
+    """What a promote did: `event` is None when the pointer already named the version."""
+
+    model: str
+    pointer: str
+    version: str
+    event: Event | None
+    gate: GateResult | None = None
+    forced: bool = False
+
+    @property
+    def moved(self) -> bool:
+        return self.event is not None
+
+
+class Registry:
+    """A registry at `url` (s3://bucket/prefix, file:///path or a folder), acting as `actor`
+    (default `$USER@host`), recorded in every event."""
+
+    def __init__(
+        self,
+        url: str | os.PathLike[str] = DEFAULT_REGISTRY,
+        *,
+        actor: str | None = None,
+        store_timeout_s: float = StoreOptions.read_timeout_s,
+    ) -> None:
+        options = StoreOptions(read_timeout_s=store_timeout_s)
+        problems = options.validate()
+        if problems:
+            raise UsageError(problems[0].replace("--store-timeout", "store_timeout_s"))
+        self.url = os.fspath(url)
+        self.actor = actor or default_actor()
+        self._versions = _Versions(open_store(self.url, options))
+
+    @property
+    def store_url(self) -> str:
+        return self._versions.store.url
+
+    # -- versions --------------------------------------------------------------------------
+
+    def publish(
+        self,
+        model: str,
+        files: Sequence[str | os.PathLike[str]],
+        *,
+        version: str | None = None,
+        metrics: dict[str, float] | None = None,
+        training_data: str | None = None,
+        notes: str | None = None,
+        meta: dict[str, Any] | None = None,
+        git_sha: str | None = None,
+    ) -> Metadata:
+        """Upload a new immutable version (the next vN without `version`); git_sha defaults
+        to HEAD of the working folder's git tree, with `git_dirty` if it had changes."""
+        extra = dict(meta or {})
+        clashes = sorted(set(extra) & METADATA_KEYS)
+        if clashes:
+            raise UsageError(f"meta key {clashes[0]!r} would overwrite a field modelswap sets")
+        sha, dirty = (git_sha, False) if git_sha else head_sha(Path.cwd())
+        if dirty:
+            extra.setdefault("git_dirty", True)
+        req = PublishRequest(
+            model=check_model(model),
+            files=collect_files([Path(f) for f in files]),
+            version=version,
+            training_data=training_data,
+            notes=notes,
+            metrics=dict(metrics or {}),
+            extra=extra,
+            git_sha=sha,
+            actor=self.actor,
+        )
+        return self._versions.publish(req)
+
+    def versions(self, model: str) -> list[VersionInfo]:
+        metas = self._versions.all_metadata(check_model(model))
+        named = self.pointer_names(model)
+        rows = []
+        for v, m in metas.items():
+            ok = isinstance(m, Metadata)
+            rows.append(
+                VersionInfo(
+                    version=v,
+                    created=m.created if isinstance(m, Metadata) else None,
+                    size=m.size if isinstance(m, Metadata) else 0,
+                    metrics=m.metrics if isinstance(m, Metadata) else {},
+                    pointers=tuple(sorted(named.get(v, []))),
+                    complete=ok,
+                    problem=None if ok else ("invalid metadata.json" if m else "incomplete"),
+                )
+            )
+        return rows
+
+    def pointer_names(self, model: str) -> dict[str, list[str]]:
+        """Which pointers name each version (malformed pointers are left out)."""
+        named: dict[str, list[str]] = {}
+        for name, state in list_pointers(self._versions, check_model(model)).items():
+            if not isinstance(state, ModelswapError):
+                named.setdefault(state.version, []).append(name)
+        return named
+
+    def show(self, model: str, version: str | None = None) -> Metadata:
+        """One version's metadata (default: the one CURRENT names)."""
+        check_model(model)
+        version = version or require_pointer(self._versions, model, DEFAULT_POINTER).version
+        return self._versions.metadata(model, check_version(version))
+
+    def diff(self, model: str, a: str, b: str) -> list[str]:
+        """What changed between two versions' metadata and files, one line per change."""
+        return render.diff(self.show(model, a), self.show(model, b))
+
+    def verify(self, model: str, version: str | None = None) -> dict[str, list[str]]:
+        """Problems per version after re-reading every stored byte (an empty list: intact)."""
+        check_model(model)
+        names = [check_version(version)] if version else None
+        metas: dict[str, Metadata | InvalidMetadata | None] = (
+            {v: self._versions.metadata(model, v) for v in names}
+            if names
+            else self._versions.all_metadata(model)
+        )
+        out: dict[str, list[str]] = {}
+        for v, meta in metas.items():
+            if isinstance(meta, Metadata):
+                out[v] = self._versions.verify(model, v)
+            else:
+                out[v] = [f"INVALID: {meta}" if meta else "INCOMPLETE (no metadata.json)"]
+        return out
+
+    def gc(self, model: str, *, keep: int = 5, dry_run: bool = False) -> GcReport:
+        return collect_garbage(
+            self._versions, check_model(model), keep=keep, dry_run=dry_run, actor=self.actor
+        )
+
+    def download(self, model: str, version_or_pointer: str, dest: str | os.PathLike[str]) -> Path:
+        """A verified copy of a version (or of the one a pointer names) in folder `dest`,
+        which must not exist yet: it appears by rename once every file matched its sha256."""
+        check_model(model)
+        version = version_or_pointer
+        if POINTER_RE.fullmatch(version_or_pointer):
+            version = require_pointer(self._versions, model, version_or_pointer).version
+        meta = self._versions.metadata(model, check_version(version))
+        target = Path(dest)
+        if os.path.lexists(target):
+            raise UsageError(f"{target} already exists", hint="download into a new folder")
+        staging = target.with_name(f".{target.name}.partial-{uuid.uuid4().hex[:8]}")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging.mkdir()
+        try:
+            fetch_version(
+                store=self._versions.store,
+                model=model,
+                meta=meta,
+                metadata_bytes=meta.to_json(),
+                staging=staging,
+                cancel=threading.Event(),
+                stats=FetchStats(),
+            )
+            os.rename(staging, target)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        return target
+
+    # -- pointers --------------------------------------------------------------------------
+
+    def gate(
+        self,
+        model: str,
+        candidate: str,
+        *,
+        eval_set: str | os.PathLike[str],
+        metric: str = "accuracy",
+        tolerance: float = DEFAULT_TOLERANCE,
+        evaluator: str | Evaluator | None = None,
+        minimum: float | None = None,
+        against: str | None = None,
+        pointer: str = DEFAULT_POINTER,
+    ) -> GateResult:
+        """Evaluate candidate and `against` (default: what the pointer names) on one eval
+        set; `.passed` says whether the candidate may go live."""
+        name, direction = parse_metric(metric)
+        spec = GateSpec(Path(eval_set), name, direction, tolerance, evaluator, minimum)
+        return run_gate(
+            self._versions,
+            check_model(model),
+            check_version(candidate),
+            spec,
+            against=check_version(against) if against else None,
+            pointer=check_pointer_name(pointer),
+        )
+
+    def promote(
+        self,
+        model: str,
+        version: str,
+        *,
+        pointer: str = DEFAULT_POINTER,
+        reason: str | None = None,
+        expect: str | None = None,
+        verify: bool = False,
+        eval_set: str | os.PathLike[str] | None = None,
+        metric: str = "accuracy",
+        tolerance: float = DEFAULT_TOLERANCE,
+        evaluator: str | Evaluator | None = None,
+        minimum: float | None = None,
+        force: bool = False,
+    ) -> PromoteResult:
+        """Move the pointer to version by compare-and-swap, gated when eval_set is given. A
+        refusing gate raises GateRefused (carrying the result) unless force=True, which needs
+        a reason and is recorded in the event."""
+        model, pointer = check_model(model), check_pointer_name(pointer)
+        version = check_version(version)
+        if force and not reason:
+            raise UsageError("force needs a reason", hint='e.g. reason="hotfix, eval set stale"')
+        if force and eval_set is None:
+            raise UsageError(
+                "force overrides a gate; give the gate's eval_set too",
+                hint="without gate options promote is not gated and needs no force",
+            )
+        expect = check_version(expect) if expect else None
+        gate_record: dict[str, Any] | None = None
+        result: GateResult | None = None
+        if eval_set is not None:
+            state = read_pointer(self._versions, model, pointer)
+            against = state.version if state else None
+            try:
+                result = self.gate(
+                    model,
+                    version,
+                    eval_set=eval_set,
+                    metric=metric,
+                    tolerance=tolerance,
+                    evaluator=evaluator,
+                    minimum=minimum,
+                    pointer=pointer,
+                )
+            except (GateError, EvaluationError) as e:  # a gate that cannot judge refuses...
+                if not force:  # ...unless forced, and then the error is what is recorded
+                    raise
+                gate_record = {"error": str(e), "passed": False, "forced": True}
+                gate_record["forced_by"] = self.actor
+            else:
+                if not result.passed and not force:
+                    raise GateRefused(result, model, pointer, against)
+                gate_record = result.event(forced_by=self.actor if not result.passed else None)
+            expect = expect or against  # the pointer must not move while we evaluated
+        move = Move(
+            model, pointer, version, "promote", self.actor, reason, gate_record, expect, verify
+        )
+        event = move_pointer(self._versions, move)
+        forced = bool(gate_record and gate_record.get("forced"))
+        return PromoteResult(model, pointer, version, _event(event), result, forced)
+
+    def rollback(
+        self,
+        model: str,
+        *,
+        to: str | None = None,
+        pointer: str = DEFAULT_POINTER,
+        reason: str | None = None,
+    ) -> PromoteResult:
+        """Move the pointer back to the version live before (by the log), or to `to`."""
+        model, pointer = check_model(model), check_pointer_name(pointer)
+        if to:
+            target, expect = check_version(to), None
+        else:  # back from exactly the version the log was read for
+            target, expect = rollback_plan(self._versions, model, pointer)
+        move = Move(model, pointer, target, "rollback", self.actor, reason, None, expect)
+        return PromoteResult(model, pointer, target, _event(move_pointer(self._versions, move)))
+
+    def history(self, model: str) -> History:
+        problems: list[ModelswapError] = []
+        events = history(self._versions, check_model(model), problems)
+        return History(tuple(Event.from_json(e) for e in events), tuple(problems))
+
+    def status(
+        self, model: str, *, pointer: str = DEFAULT_POINTER, stale_after_s: float = 90.0
+    ) -> dict[str, Any]:
+        """The fleet: `{pointer, version, converged, instances: [...]}` (see README)."""
+        return fleet_status(
+            self._versions, check_model(model), check_pointer_name(pointer), stale_after_s
+        )
+
+
+def _event(raw: dict[str, Any] | None) -> Event | None:
+    return Event.from_json(raw) if raw is not None else None
