@@ -268,3 +268,15 @@ def test_malformed_metadata_is_listed_and_never_collected(
     report = collect_garbage(registry, "clf", keep=1, dry_run=False, actor="t")
     assert (report.deleted, report.partial) == (["v2"], [])
     assert registry.version_names("clf") == ["v1", "v3"]
+
+
+def test_a_second_rollback_goes_to_the_last_known_good_version(three_versions: Registry) -> None:
+    """v1 -> v2 -> v3 (bad), rollback to v2, rollback again: v1, never v3 back live."""
+    registry = three_versions
+    for v in ("v1", "v2", "v3"):
+        promote(registry, v)
+    move_pointer(registry, Move("clf", "CURRENT", "v2", "rollback", "oncall"))
+    assert rollback_target(registry, "clf", "CURRENT") == "v1"
+    move_pointer(registry, Move("clf", "CURRENT", "v1", "rollback", "oncall"))
+    with pytest.raises(VersionNotFound):
+        rollback_target(registry, "clf", "CURRENT")  # v2 and v3 were both rolled back from

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
 
-from modelswap import api, redact, render
+from modelswap import __version__, api, redact, render
 from modelswap.cleanup import collect_garbage
 from modelswap.config import (
     DEFAULT_REGISTRY,
@@ -236,12 +236,17 @@ def _gate_spec(args: argparse.Namespace) -> GateSpec | None:
     )
 
 
-def _print_gate(result: GateResult) -> None:
+def _print_gate(result: GateResult, forced_by: str | None = None) -> None:
     print(f"{result.line()}  ({result.metric}:{result.direction}, tolerance {result.tolerance})")
     for version, metrics in result.metrics.items():
         role = "candidate" if version == result.candidate else "current"
         print(f"  {role:<9} {version}: {render.metrics_str(metrics)}")
-    print(f"{'PASS' if result.passed else 'REFUSED'}: {result.verdict}")
+    if result.passed:
+        print(f"PASS: {result.verdict}")
+    elif forced_by:
+        print(f"FORCED by {forced_by} past a refusing gate: {result.verdict} (recorded)")
+    else:
+        print(f"REFUSED: {result.verdict}")
     print(f"  eval set {result.eval_set} sha256:{result.eval_set_sha256[:16]}")
 
 
@@ -291,6 +296,13 @@ def cmd_promote(args: argparse.Namespace) -> int:
             hint="without gate options promote is not gated and needs no --force",
         )
     gate_options: dict[str, Any] = {}
+    if spec is None and args.require_gate and args.pointer == DEFAULT_POINTER:
+        raise UsageError(
+            f"promotes of {DEFAULT_POINTER} must be gated here (--require-gate / "
+            "MODELSWAP_REQUIRE_GATE)",
+            hint="add --eval-set PATH (and --min for a first promotion), or unset "
+            "MODELSWAP_REQUIRE_GATE",
+        )
     if spec is not None:
         gate_options = {
             "eval_set": spec.eval_set,
@@ -315,8 +327,16 @@ def cmd_promote(args: argparse.Namespace) -> int:
         print(e.not_moved)
         return 1
     if result.gate is not None:
-        _print_gate(result.gate)
+        _print_gate(result.gate, forced_by=args.actor if result.forced else None)
+    elif result.forced:
+        print(f"FORCED by {args.actor}: the gate could not run (recorded)")
     _print_result(result)
+    if spec is None and result.moved:
+        print(
+            f"note: not gated (no --eval-set); {args.model}/{args.pointer} moved without an "
+            "evaluation",
+            file=sys.stderr,
+        )
     return 0
 
 
@@ -513,6 +533,7 @@ def build_parser() -> argparse.ArgumentParser:
             help="seconds a network store may stay silent before a request fails",
         )
     parser = _Parser(prog="modelswap", description=__doc__, parents=[top])
+    parser.add_argument("--version", action="version", version=f"modelswap {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     def command(name: str, fn: Callable[[argparse.Namespace], int], help: str) -> _Parser:
@@ -600,6 +621,12 @@ def _add_move_commands(command: Command) -> None:
         "--verify",
         action="store_true",
         help="re-hash every stored file first (stored sizes are always checked)",
+    )
+    add_flag(
+        p,
+        "--require-gate",
+        action="store_true",
+        help="refuse an ungated promote of CURRENT (set it in CI's environment)",
     )
 
     p = command("gate", cmd_gate, "evaluate candidate and current on one eval set; exit 1 if worse")

@@ -31,6 +31,7 @@ from modelswap.names import POINTER_MAX_BYTES, POINTER_RE, check_pointer_name, p
 from modelswap.registry import MOVE_WAIT_S, MOVES_LOCK, Registry
 
 DEFAULT_POINTER = "CURRENT"
+ROLLBACK_TYPES = ("rollback", "auto-rollback")
 
 
 @dataclass(frozen=True)
@@ -270,15 +271,26 @@ def rollback_plan(registry: Registry, model: str, pointer: str) -> tuple[str, st
     """(target, the version the pointer names now): the move is made only from that one."""
     state = require_pointer(registry, model, pointer)
     log = EventLog(registry.store, model)
-    last = log.last(pointer)
-    oob = out_of_band_event(last, state, pointer)
-    previous = oob["from"] if oob is not None else (last.get("from") if last else None)
-    if previous is None:
-        raise VersionNotFound(
-            f"{model}/{pointer} has no earlier version to roll back to",
-            hint="name one with --to VERSION",
-        )
-    return str(previous), state.version
+    moves = [e for e in log.all() if e.get("pointer") == pointer]
+    oob = out_of_band_event(moves[-1] if moves else None, state, pointer)
+    if oob is not None:
+        moves.append(oob)
+    # The last known-good version: walking back through the moves, the first `from` that is
+    # neither live now nor a version some rollback already left. So a second rollback after
+    # a bad v3 (v2 -> v3, v3 -> v2) goes on to v1 instead of putting v3 back.
+    rolled_back = {e.get("from") for e in moves if e.get("type") in ROLLBACK_TYPES}
+    for e in reversed(moves):
+        candidate = e.get("from")
+        if (
+            isinstance(candidate, str)
+            and candidate != state.version
+            and candidate not in rolled_back
+        ):
+            return candidate, state.version
+    raise VersionNotFound(
+        f"{model}/{pointer} has no earlier version to roll back to",
+        hint="name one with --to VERSION (versions already rolled back from are skipped)",
+    )
 
 
 def history(

@@ -176,8 +176,23 @@ class Registry:
                 "removes the leftovers",
             )
         if not self._model_exists(model):
-            return ModelNotFound(f"model {model!r} does not exist in {self.store.url}")
-        return VersionNotFound(f"version {model}/{version} does not exist")
+            return self._no_model(model)
+        have = [v for v, m in self.all_metadata(model).items() if m is not None]
+        return VersionNotFound(
+            f"version {model}/{version} does not exist",
+            hint=f"{model} has {_listed(have)}" if have else f"{model} has no complete version yet",
+        )
+
+    def _no_model(self, model: str) -> ModelNotFound:
+        """A mistyped model names the models there are, instead of suggesting a publish
+        that would create the typo."""
+        models = self.models()
+        if models:
+            return ModelNotFound(
+                f"model {model!r} does not exist in {self.store.url}",
+                hint=f"models here: {_listed(models)}",
+            )
+        return ModelNotFound(f"model {model!r} does not exist in {self.store.url}")
 
     def _model_exists(self, model: str) -> bool:
         return any(True for _ in self.store.objects(f"{model}/"))
@@ -185,7 +200,7 @@ class Registry:
     def require_model(self, model: str) -> None:
         check_model(model)
         if not self._model_exists(model):
-            raise ModelNotFound(f"model {model!r} does not exist in {self.store.url}")
+            raise self._no_model(model)
 
     def all_metadata(self, model: str) -> dict[str, Metadata | InvalidMetadata | None]:
         """Every version folder's metadata: None where metadata.json is missing (a partial
@@ -416,6 +431,11 @@ class Registry:
             self.store.delete(o.key)
             count += 1
         return count
+
+
+def _listed(names: list[str], most: int = 12) -> str:
+    shown = ", ".join(names[:most])
+    return shown + (f" and {len(names) - most} more" if len(names) > most else "")
 
 
 def _natural(name: str) -> tuple[int, int, str]:

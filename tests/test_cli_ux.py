@@ -1,0 +1,108 @@
+"""The CLI as a new user meets it: what promote says when it is not gated or forced, where a
+second rollback goes, hints that name real models and versions, and --version."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from examples.train import train
+
+import modelswap
+from tests.conftest import run_cli
+
+MakeFile = Callable[[str, bytes], Path]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("trained")
+    train(out)
+    return out
+
+
+def _three(url: str, trained: Path) -> None:
+    reg = modelswap.Registry(url, actor="setup")
+    for v in ("v1", "v2", "v3"):
+        reg.publish("digits", [trained / v / "model.onnx"])
+
+
+def test_an_ungated_promote_says_so_and_can_be_required_to_be_gated(
+    registry_url: str, trained: Path
+) -> None:
+    """No --eval-set: a note says the move is not gated; with MODELSWAP_REQUIRE_GATE=1 an
+    ungated promote of CURRENT is refused (other pointers are not)."""
+    _three(registry_url, trained)
+    plain = run_cli("promote", "digits", "v1", registry=registry_url)
+    assert plain.returncode == 0
+    assert plain.stderr.startswith("note: not gated (no --eval-set); digits/CURRENT moved")
+    strict = {"MODELSWAP_REQUIRE_GATE": "1"}
+    refused = run_cli("promote", "digits", "v2", registry=registry_url, env=strict)
+    assert refused.returncode == 2
+    assert refused.stderr.startswith("error: promotes of CURRENT must be gated here")
+    canary = run_cli(
+        "promote", "digits", "v2", "--pointer", "CANARY", registry=registry_url, env=strict
+    )
+    assert canary.returncode == 0, canary.stderr
+    gated = run_cli(
+        "promote",
+        "digits",
+        "v2",
+        "--eval-set",
+        str(trained / "eval.npz"),
+        registry=registry_url,
+        env=strict,
+    )
+    assert gated.returncode == 0, gated.stderr
+
+
+def test_a_forced_promote_prints_forced_not_refused(registry_url: str, trained: Path) -> None:
+    """A worse candidate forced through: the output says FORCED and who, never REFUSED."""
+    _three(registry_url, trained)
+    assert run_cli("promote", "digits", "v2", registry=registry_url).returncode == 0
+    forced = run_cli(
+        "promote",
+        "digits",
+        "v3",
+        "--eval-set",
+        str(trained / "eval.npz"),
+        "--force",
+        "--reason",
+        "hotfix",
+        registry=registry_url,
+    )
+    assert forced.returncode == 0, forced.stderr
+    assert "FORCED by tester@test past a refusing gate" in forced.stdout
+    assert "REFUSED" not in forced.stdout
+    assert "digits/CURRENT: v2 -> v3" in forced.stdout
+
+
+def test_a_second_rollback_after_a_forced_bad_version_goes_to_the_last_good_one(
+    registry_url: str, trained: Path
+) -> None:
+    """v1 -> v2 -> v3 (forced, bad) -> rollback (v2) -> rollback: v1, not v3 again."""
+    _three(registry_url, trained)
+    for v in ("v1", "v2", "v3"):
+        assert run_cli("promote", "digits", v, registry=registry_url).returncode == 0
+    first = run_cli("rollback", "digits", registry=registry_url)
+    second = run_cli("rollback", "digits", registry=registry_url)
+    assert "digits/CURRENT: v3 -> v2" in first.stdout
+    assert "digits/CURRENT: v2 -> v1" in second.stdout, second.stdout + second.stderr
+
+
+def test_hints_name_the_models_and_versions_there_are(registry_url: str, trained: Path) -> None:
+    """A mistyped model lists the models (not "publish a first version"); a mistyped version
+    lists the versions."""
+    _three(registry_url, trained)
+    model = run_cli("versions", "digitz", registry=registry_url)
+    assert model.returncode == 1
+    assert model.stderr.splitlines()[1] == "hint: models here: digits"
+    version = run_cli("show", "digits", "v9", registry=registry_url)
+    assert version.stderr.splitlines()[1] == "hint: digits has v1, v2, v3"
+
+
+def test_version_flag_prints_the_version(tmp_path: Path) -> None:
+    """`modelswap --version` prints the package version and exits 0."""
+    done = run_cli("--version", registry=str(tmp_path / "r"))
+    assert (done.returncode, done.stdout.strip()) == (0, f"modelswap {modelswap.__version__}")
