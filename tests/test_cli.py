@@ -7,6 +7,7 @@ import itertools
 import json
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -229,16 +230,37 @@ def test_shared_flags_work_before_or_after_the_command(tmp_path: Path, onnx_file
 
 
 @pytest.mark.parametrize(
-    ("env", "fragment"),
-    [({"MODELSWAP_KEEP": "abc"}, "MODELSWAP_KEEP='abc'"), ({"MODELSWAP_JSON": "maybe"}, "boolean")],
+    ("command", "env", "fragment"),
+    [
+        ("gc", {"MODELSWAP_GC_KEEP": "abc"}, "MODELSWAP_GC_KEEP='abc'"),
+        ("versions", {"MODELSWAP_JSON": "maybe"}, "boolean"),
+    ],
 )
 def test_bad_environment_values_are_usage_errors(
-    tmp_path: Path, env: dict[str, str], fragment: str
+    tmp_path: Path, command: str, env: dict[str, str], fragment: str
 ) -> None:
-    """A malformed MODELSWAP_* variable names itself and exits 2, no traceback."""
-    result = run_cli("gc", "clf", registry=str(tmp_path), env=env)
+    """A malformed MODELSWAP_* variable of the command being run names itself, exits 2."""
+    result = run_cli(command, "clf", registry=str(tmp_path), env=env)
     _assert_error(result, fragment)
     assert result.returncode == 2
+
+
+def test_variables_apply_only_to_the_command_being_run_and_mean_one_thing(
+    tmp_path: Path, model_file: Callable[[str, bytes], Path]
+) -> None:
+    """MODELSWAP_PORT=abc (an agent flag) does not break `versions`; the agent's
+    MODELSWAP_KEEP does not reach gc's --keep, nor MODELSWAP_VERSION (a hook variable)
+    publish's --version."""
+    reg = str(tmp_path / "r")
+    env = {"MODELSWAP_PORT": "abc", "MODELSWAP_KEEP": "abc", "MODELSWAP_VERSION": "v9"}
+    published = run_cli("publish", "clf", str(model_file("m", b"1")), registry=reg, env=env)
+    assert (published.returncode, published.stdout.strip()) == (0, "v1"), published.stderr
+    listed = run_cli("versions", "clf", registry=reg, env=env)
+    assert listed.returncode == 0, listed.stderr
+    assert run_cli("gc", "clf", "--dry-run", registry=reg, env=env).returncode == 0
+    agent = run_cli("agent", "clf", "--dest", str(tmp_path / "d"), "--once", registry=reg, env=env)
+    assert agent.returncode == 2  # the agent has both flags: it names one of them
+    assert agent.stderr.split("=")[0] in ("error: MODELSWAP_PORT", "error: MODELSWAP_KEEP")
 
 
 def test_registry_path_that_is_a_file_is_refused(tmp_path: Path) -> None:

@@ -3,6 +3,7 @@ second rollback goes, hints that name real models and versions, and --version.""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -106,3 +107,35 @@ def test_version_flag_prints_the_version(tmp_path: Path) -> None:
     """`modelswap --version` prints the package version and exits 0."""
     done = run_cli("--version", registry=str(tmp_path / "r"))
     assert (done.returncode, done.stdout.strip()) == (0, f"modelswap {modelswap.__version__}")
+
+
+def test_status_says_what_to_do_without_reports_and_check_exits_non_zero(
+    registry_url: str, trained: Path
+) -> None:
+    """No agent reports: a note names --report; --check exits 1 while not converged."""
+    _three(registry_url, trained)
+    assert run_cli("promote", "digits", "v1", registry=registry_url).returncode == 0
+    plain = run_cli("status", "digits", registry=registry_url)
+    assert plain.returncode == 0
+    assert "run the agents with --report" in plain.stderr
+    checked = run_cli("status", "digits", "--check", "--json", registry=registry_url)
+    assert checked.returncode == 1
+    assert '"converged": false' in checked.stdout
+
+
+def test_diff_json_lists_changed_metadata_metrics_and_files(
+    registry_url: str, trained: Path
+) -> None:
+    """`diff --json`: every changed field as [a, b], metrics and files alike."""
+    reg = modelswap.Registry(registry_url, actor="setup")
+    reg.publish("digits", [trained / "v1" / "model.onnx"], metrics={"accuracy": 0.9}, notes="a")
+    reg.publish("digits", [trained / "v2" / "model.onnx"], metrics={"accuracy": 0.96}, notes="b")
+    done = run_cli("diff", "digits", "v1", "v2", "--json", registry=registry_url)
+    assert done.returncode == 0, done.stderr
+    view = json.loads(done.stdout)
+    assert (view["a"], view["b"]) == ("v1", "v2")
+    assert view["metadata"]["notes"] == ["a", "b"]
+    assert view["metrics"] == {"accuracy": [0.9, 0.96]}
+    assert list(view["files"]) == ["model.onnx"]
+    old, new = view["files"]["model.onnx"]
+    assert old["sha256"] != new["sha256"]

@@ -20,6 +20,7 @@ from modelswap.config import (
     env,
     on_swap_url_from_file,
     refresh_token,
+    resolve_env,
     secret_values,
 )
 from modelswap.errors import (
@@ -210,6 +211,9 @@ def cmd_show(args: argparse.Namespace) -> int:
 def cmd_diff(args: argparse.Namespace) -> int:
     reg = _registry(args)
     a, b = reg.metadata(check_model(args.model), args.a), reg.metadata(args.model, args.b)
+    if args.json:
+        _print_json({"model": args.model, "a": args.a, "b": args.b, **render.diff_json(a, b)})
+        return 0
     lines = render.diff(a, b)
     print(f"{args.model}: {args.a} -> {args.b}")
     print("\n".join(lines) if lines else "  (no differences)")
@@ -414,9 +418,16 @@ def cmd_status(args: argparse.Namespace) -> int:
     view = fleet_status(
         _registry(args), check_model(args.model), check_pointer_name(args.pointer), args.stale_after
     )
+    code = 1 if args.check and not view["converged"] else 0
+    if not view["instances"]:
+        print(
+            f"note: no agent reports under {args.model}/fleet/; run the agents with --report "
+            "(the chart's agent.report) so status can see them",
+            file=sys.stderr,
+        )
     if args.json:
         _print_json(view)
-        return 0
+        return code
     state = "converged" if view["converged"] else "NOT converged"
     print(
         f"{args.model}/{view['pointer']} -> {view['version'] or '(unset)'}: {state}, "
@@ -441,7 +452,7 @@ def cmd_status(args: argparse.Namespace) -> int:
                 rows,
             )
         )
-    return 0
+    return code
 
 
 def _on_swap_url(args: argparse.Namespace) -> str | None:
@@ -544,10 +555,22 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("publish", cmd_publish, "upload a new immutable version; prints its name")
     p.add_argument("model")
     p.add_argument("files", nargs="+", metavar="FILE", help="files or folders to store")
-    add_flag(p, "--version", help="version name (default: the next vN)")
+    add_flag(
+        p,
+        "--version",
+        env_var="MODELSWAP_PUBLISH_VERSION",  # MODELSWAP_VERSION is what hooks are told
+        help="version name (default: the next vN)",
+    )
     add_flag(p, "--training-data", help="where the training data came from")
     add_flag(p, "--notes", help="free text")
-    add_flag(p, "--metric", action="append", default=[], help="K=V, a number (repeatable)")
+    add_flag(
+        p,
+        "--metric",
+        env_var="MODELSWAP_PUBLISH_METRIC",  # the gate's --metric is NAME:max|min
+        action="append",
+        default=[],
+        help="K=V, a number (repeatable)",
+    )
     add_flag(p, "--meta", action="append", default=[], help="K=V, kept in metadata.json")
     add_flag(p, "--git-sha", help="commit to record (default: HEAD of the work tree, if any)")
 
@@ -568,6 +591,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model")
     p.add_argument("a", metavar="A")
     p.add_argument("b", metavar="B")
+    add_flag(p, "--json", action="store_true", help="the changes as JSON: metadata, metrics, files")
 
     _add_move_commands(command)
 
@@ -586,6 +610,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_flag(
         p,
         "--keep",
+        env_var="MODELSWAP_GC_KEEP",  # the agent's --keep (MODELSWAP_KEEP) counts local copies
         type=int,
         required=False,
         default=5,
@@ -599,7 +624,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_gate_flags(p: _Parser) -> None:
     add_flag(p, "--eval-set", help="fixed evaluation set (.npz with X and y for the built-in)")
-    add_flag(p, "--metric", help="NAME or NAME:max|min (default accuracy:max)")
+    add_flag(
+        p,
+        "--metric",
+        env_var="MODELSWAP_GATE_METRIC",  # publish's --metric is K=V
+        help="NAME or NAME:max|min (default accuracy:max)",
+    )
     add_flag(p, "--tolerance", type=float, help=f"allowed loss (default {DEFAULT_TOLERANCE})")
     add_flag(p, "--evaluator", help="module:function(model_dir, eval_set) -> {metric: value}")
     add_flag(p, "--min", type=float, help="bound the candidate must meet (first promotion)")
@@ -649,6 +679,12 @@ def _add_fleet_commands(command: Command) -> None:
         help="seconds without a heartbeat before an instance counts as stale",
     )
     add_flag(p, "--json", action="store_true", help="stable JSON for scripts")
+    add_flag(
+        p,
+        "--check",
+        action="store_true",
+        help="exit 1 unless the fleet is converged (for scripts and CI)",
+    )
 
     p = command("agent", cmd_agent, "run the sidecar: follow a pointer into a local link")
     p.add_argument("model")
@@ -710,7 +746,7 @@ def main(argv: list[str] | None = None) -> int:
     redact.install(secret_values())
     try:
         parser = build_parser()
-        args = parser.parse_args(argv)
+        args = resolve_env(parser.parse_args(argv))
         code: int = args.fn(args)
         return code
     except ModelswapError as e:

@@ -7,6 +7,8 @@ import getpass
 import os
 import re
 import socket
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from modelswap.errors import UsageError
@@ -24,32 +26,64 @@ def env(flag: str) -> str | None:
     return os.environ.get(env_name(flag))
 
 
-def add_flag(parser: argparse.ArgumentParser, flag: str, **kw: Any) -> None:
-    """add_argument whose default comes from MODELSWAP_<FLAG>; the help names both."""
-    raw = env(flag)
+@dataclass(frozen=True)
+class FromEnv:
+    """A flag's default taken from a variable, converted only if the command being run has
+    that flag: a bad MODELSWAP_PORT must not break `modelswap versions`."""
+
+    name: str
+    raw: str
+    flag: str
+    boolean: bool = False
+    conv: Callable[[str], Any] | None = None
+
+    def value(self) -> Any:
+        if self.boolean:
+            word = self.raw.strip().lower()
+            if word not in _TRUE | _FALSE:
+                raise UsageError(f"{self.name}={self.raw!r} is not a boolean", hint="use 1 or 0")
+            return word in _TRUE
+        if self.conv is None:
+            return self.raw
+        try:
+            return self.conv(self.raw)
+        except ValueError as e:
+            raise UsageError(
+                f"{self.name}={self.raw!r} is not a valid {self.flag}",
+                hint=f"unset {self.name} or see `modelswap COMMAND --help` for what {self.flag} "
+                "takes",
+            ) from e
+
+    def __str__(self) -> str:
+        return f"{self.raw} from {self.name}"
+
+
+def add_flag(
+    parser: argparse.ArgumentParser, flag: str, *, env_var: str | None = None, **kw: Any
+) -> None:
+    """add_argument whose default comes from a MODELSWAP_ variable (MODELSWAP_<FLAG> unless
+    env_var names another, for flags whose name means two things in two commands); the help
+    names the variable and the default."""
+    name = env_var or env_name(flag)
+    raw = os.environ.get(name)
     action = kw.get("action")
-    if raw is not None:
-        if action == "store_true":
-            value: Any = raw.strip().lower() in _TRUE
-            if raw.strip().lower() not in _TRUE | _FALSE:
-                raise UsageError(f"{env_name(flag)}={raw!r} is not a boolean", hint="use 1 or 0")
-        elif action == "append":
-            value = [v for v in raw.split(",") if v]
+    default = kw.get("default")
+    if raw is not None and default is not argparse.SUPPRESS:
+        if action == "append":  # a list cannot fail to parse: split it now
+            kw["default"] = [v for v in raw.split(",") if v]
         else:
-            value = raw
-            conv = kw.get("type")
-            if conv is not None:
-                try:
-                    value = conv(raw)
-                except ValueError as e:
-                    raise UsageError(
-                        f"{env_name(flag)}={raw!r} is not a valid {flag}",
-                        hint=f"see `modelswap --help` for what {flag} takes",
-                    ) from e
-        if kw.get("default") is not argparse.SUPPRESS:
-            kw["default"] = value
-    kw["help"] = f"{kw.get('help', '')} [env: {env_name(flag)}]".strip()
+            kw["default"] = FromEnv(name, raw, flag, action == "store_true", kw.get("type"))
+    shown = "" if default in (None, False, [], argparse.SUPPRESS) else f" (default: {default})"
+    kw["help"] = f"{kw.get('help', '')}{shown} [env: {name}]".strip()
     parser.add_argument(flag, **kw)
+
+
+def resolve_env(args: argparse.Namespace) -> argparse.Namespace:
+    """Convert the env-given defaults of the command being run (errors name the variable)."""
+    for key, value in vars(args).items():
+        if isinstance(value, FromEnv):
+            setattr(args, key, value.value())
+    return args
 
 
 # Environment variables whose values are secrets: masked wherever they would be shown.

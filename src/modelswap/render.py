@@ -89,6 +89,23 @@ def diff(a: Metadata, b: Metadata) -> list[str]:
     return lines
 
 
+def diff_json(a: Metadata, b: Metadata) -> dict[str, Any]:
+    """diff() for scripts: every changed key as [a, b]; files as their {sha256, size} or null."""
+    ignore = {"version", "created", "files", "metrics"}
+    keys = sorted((set(a.raw) | set(b.raw)) - ignore)
+    ma, mb = a.metrics, b.metrics
+    fa, fb = a.raw["files"], b.raw["files"]
+    return {
+        "metadata": {k: [a.raw.get(k), b.raw.get(k)] for k in keys if a.raw.get(k) != b.raw.get(k)},
+        "metrics": {
+            k: [ma.get(k), mb.get(k)] for k in sorted(set(ma) | set(mb)) if ma.get(k) != mb.get(k)
+        },
+        "files": {
+            n: [fa.get(n), fb.get(n)] for n in sorted(set(fa) | set(fb)) if fa.get(n) != fb.get(n)
+        },
+    }
+
+
 def history(events: list[dict[str, Any]]) -> str:
     rows = [
         [
