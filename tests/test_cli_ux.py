@@ -4,6 +4,10 @@ second rollback goes, hints that name real models and versions, and --version.""
 from __future__ import annotations
 
 import json
+import os
+import pty
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -139,3 +143,49 @@ def test_diff_json_lists_changed_metadata_metrics_and_files(
     assert list(view["files"]) == ["model.onnx"]
     old, new = view["files"]["model.onnx"]
     assert old["sha256"] != new["sha256"]
+
+
+def _stderr_on_a_terminal(*args: str, registry: str) -> tuple[int, str]:
+    """Run the CLI with stderr on a real pseudo-terminal; its exit code and what it drew."""
+    main, follower = pty.openpty()
+    env = dict(os.environ, MODELSWAP_REGISTRY=registry, MODELSWAP_ACTOR="tester@test")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "modelswap", *args],
+        stdout=subprocess.DEVNULL,
+        stderr=follower,
+        env=env,
+    )
+    os.close(follower)
+    drawn = b""
+    while True:
+        try:
+            chunk = os.read(main, 65536)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not chunk:
+            break
+        drawn += chunk
+    os.close(main)
+    return proc.wait(60), drawn.decode(errors="replace")
+
+
+def test_long_transfers_show_progress_on_a_terminal_only(tmp_path: Path) -> None:
+    """publish, verify and download of 30 MB draw bytes, rate and time left on a terminal;
+    nothing with --quiet, and nothing when stderr is a pipe."""
+    reg = str(tmp_path / "r")
+    big = tmp_path / "big.bin"
+    big.write_bytes(os.urandom(30_000_000))
+    code, drawn = _stderr_on_a_terminal("publish", "clf", str(big), registry=reg)
+    assert code == 0
+    assert "publish clf: 30.0 MB / 30.0 MB" in drawn
+    assert "/s" in drawn
+    assert "left" in drawn
+    code, drawn = _stderr_on_a_terminal("verify", "clf", registry=reg)
+    assert (code, "verify clf: 30.0 MB / 30.0 MB" in drawn) == (0, True)
+    code, drawn = _stderr_on_a_terminal("download", "clf", "v1", str(tmp_path / "d"), registry=reg)
+    assert (code, "download clf/v1: 30.0 MB / 30.0 MB" in drawn) == (0, True)
+    assert (tmp_path / "d" / "big.bin").read_bytes() == big.read_bytes()
+    code, drawn = _stderr_on_a_terminal("verify", "clf", "--quiet", registry=reg)
+    assert (code, drawn) == (0, "")
+    piped = run_cli("verify", "clf", registry=reg)
+    assert (piped.returncode, piped.stderr) == (0, "")

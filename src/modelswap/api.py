@@ -183,6 +183,7 @@ class Registry:
         notes: str | None = None,
         meta: dict[str, Any] | None = None,
         git_sha: str | None = None,
+        progress: Callable[[int], None] | None = None,
     ) -> Metadata:
         """Upload a new immutable version (the next vN without `version`); git_sha defaults
         to HEAD of the working folder's git tree, with `git_dirty` if it had changes."""
@@ -203,6 +204,7 @@ class Registry:
             extra=extra,
             git_sha=sha,
             actor=self.actor,
+            progress=progress,
         )
         return self._versions.publish(req)
 
@@ -233,6 +235,12 @@ class Registry:
                 named.setdefault(state.version, []).append(name)
         return named
 
+    def pointer_version(self, model: str, pointer: str = DEFAULT_POINTER) -> str:
+        """The version a pointer names now (PointerNotFound when it has none)."""
+        return require_pointer(
+            self._versions, check_model(model), check_pointer_name(pointer)
+        ).version
+
     def show(self, model: str, version: str | None = None) -> Metadata:
         """One version's metadata (default: the one CURRENT names)."""
         check_model(model)
@@ -243,7 +251,12 @@ class Registry:
         """What changed between two versions' metadata and files, one line per change."""
         return render.diff(self.show(model, a), self.show(model, b))
 
-    def verify(self, model: str, version: str | None = None) -> dict[str, list[str]]:
+    def verify(
+        self,
+        model: str,
+        version: str | None = None,
+        progress: Callable[[int], None] | None = None,
+    ) -> dict[str, list[str]]:
         """Problems per version after re-reading every stored byte (an empty list: intact)."""
         check_model(model)
         names = [check_version(version)] if version else None
@@ -255,7 +268,7 @@ class Registry:
         out: dict[str, list[str]] = {}
         for v, meta in metas.items():
             if isinstance(meta, Metadata):
-                out[v] = self._versions.verify(model, v)
+                out[v] = self._versions.verify(model, v, progress)
             else:
                 out[v] = [f"INVALID: {meta}" if meta else "INCOMPLETE (no metadata.json)"]
         return out
@@ -265,7 +278,13 @@ class Registry:
             self._versions, check_model(model), keep=keep, dry_run=dry_run, actor=self.actor
         )
 
-    def download(self, model: str, version_or_pointer: str, dest: str | os.PathLike[str]) -> Path:
+    def download(
+        self,
+        model: str,
+        version_or_pointer: str,
+        dest: str | os.PathLike[str],
+        progress: Callable[[int], None] | None = None,
+    ) -> Path:
         """A verified copy of a version (or of the one a pointer names) in folder `dest`,
         which must not exist yet: it appears by rename once every file matched its sha256."""
         check_model(model)
@@ -287,7 +306,7 @@ class Registry:
                 metadata_bytes=meta.to_json(),
                 staging=staging,
                 cancel=threading.Event(),
-                stats=FetchStats(),
+                stats=FetchStats(on_bytes=progress),
             )
             os.rename(staging, target)
         finally:

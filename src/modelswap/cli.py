@@ -39,13 +39,14 @@ from modelswap.gate import (
 )
 from modelswap.gitinfo import head_sha
 from modelswap.metadata import Metadata
-from modelswap.names import check_model, check_pointer_name, check_version
+from modelswap.names import POINTER_RE, check_model, check_pointer_name, check_version
 from modelswap.pointers import (
     DEFAULT_POINTER,
     history,
     list_pointers,
     require_pointer,
 )
+from modelswap.progress import Progress
 from modelswap.registry import METADATA_KEYS, PublishRequest, Registry, collect_files
 from modelswap.store import StoreOptions, open_store
 from modelswap.store.local import LocalStore
@@ -125,9 +126,14 @@ def cmd_publish(args: argparse.Namespace) -> int:
     extra = _meta(args.meta)
     if dirty:
         extra.setdefault("git_dirty", True)
+    check_model(args.model)
+    files = collect_files([Path(f) for f in args.files])
+    bar = Progress.on_terminal(
+        f"publish {args.model}", sum(p.stat().st_size for p in files.values()), quiet=args.quiet
+    )
     req = PublishRequest(
         model=check_model(args.model),
-        files=collect_files([Path(f) for f in args.files]),
+        files=files,
         version=args.version,
         training_data=args.training_data,
         notes=args.notes,
@@ -135,9 +141,11 @@ def cmd_publish(args: argparse.Namespace) -> int:
         extra=extra,
         git_sha=sha,
         actor=args.actor,
+        progress=bar.add,
     )
     new_folder = isinstance(reg.store, LocalStore) and not reg.store.root.exists()
     meta = reg.publish(req)
+    bar.close()
     print(meta.version)
     if new_folder:
         print(f"note: created the registry folder {reg.store.url}", file=sys.stderr)
@@ -371,12 +379,14 @@ def cmd_verify(args: argparse.Namespace) -> int:
         else reg.all_metadata(args.model)
     )
     failed = 0
+    total = sum(m.size for m in metas.values() if isinstance(m, Metadata))
+    bar = Progress.on_terminal(f"verify {args.model}", total, quiet=args.quiet)
     for v, meta in metas.items():
         if not isinstance(meta, Metadata):
             print(f"{v}: {'INVALID: ' + str(meta) if meta else 'INCOMPLETE (no metadata.json)'}")
             failed += 1
             continue
-        problems = reg.verify(args.model, v)
+        problems = reg.verify(args.model, v, bar.add)
         if problems:
             failed += 1
             print(f"{v}: FAILED")
@@ -384,11 +394,25 @@ def cmd_verify(args: argparse.Namespace) -> int:
                 print(f"  {p}")
         else:
             print(f"{v}: ok ({len(meta.files)} file(s), {render.size_str(meta.size)})")
+    bar.close()
     if failed:
         raise ModelswapError(
             f"{failed} of {len(metas)} version(s) failed verification",
             hint="never promote a failed version; re-publish it under a new version",
         )
+    return 0
+
+
+def cmd_download(args: argparse.Namespace) -> int:
+    reg = _api(args)
+    version = args.version
+    if POINTER_RE.fullmatch(version):
+        version = reg.pointer_version(args.model, version)
+    meta = reg.show(args.model, version)
+    bar = Progress.on_terminal(f"download {args.model}/{meta.version}", meta.size, quiet=args.quiet)
+    path = reg.download(args.model, meta.version, args.dest, bar.add)
+    bar.close()
+    print(path)
     return 0
 
 
@@ -538,6 +562,13 @@ def build_parser() -> argparse.ArgumentParser:
         add_flag(p, "--actor", default=default_actor_, help="who is acting, for the event log")
         add_flag(
             p,
+            "--quiet",
+            action="store_true",
+            default=False if p is top else argparse.SUPPRESS,
+            help="no progress lines (they are only shown on a terminal anyway)",
+        )
+        add_flag(
+            p,
             "--store-timeout",
             type=float,
             default=StoreOptions.read_timeout_s if p is top else argparse.SUPPRESS,
@@ -600,6 +631,11 @@ def build_parser() -> argparse.ArgumentParser:
     add_flag(p, "--to", help="version to go back to (default: the previous one, by the log)")
     add_flag(p, "--pointer", default=DEFAULT_POINTER, help="pointer to move")
     add_flag(p, "--reason", help="why, for the event log")
+
+    p = command("download", cmd_download, "a verified copy of a version in a new folder")
+    p.add_argument("model")
+    p.add_argument("version", metavar="VERSION|POINTER", help="e.g. v3 or CURRENT")
+    p.add_argument("dest", metavar="DEST", help="folder to create (must not exist)")
 
     p = command("verify", cmd_verify, "re-read stored files and check size and sha256")
     p.add_argument("model")

@@ -45,11 +45,14 @@ class FetchStats:
     bytes: int = 0
     files: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    on_bytes: Callable[[int], None] | None = field(default=None, repr=False)  # progress
 
     def add(self, nbytes: int = 0, files: int = 0) -> None:
         with self.lock:  # small files download on several threads at once
             self.bytes += nbytes
             self.files += files
+        if nbytes and self.on_bytes is not None:
+            self.on_bytes(nbytes)
 
 
 def fetch_version(

@@ -13,6 +13,7 @@ import concurrent.futures
 import contextlib
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -73,6 +74,7 @@ class PublishRequest:
     extra: dict[str, Any] = field(default_factory=dict)
     git_sha: str | None = None
     actor: str = "unknown"
+    progress: Callable[[int], None] | None = None  # told the size of every chunk uploaded
 
 
 def collect_files(paths: list[Path]) -> dict[str, Path]:
@@ -284,7 +286,7 @@ class Registry:
                 files = {}
                 for name, path in req.files.items():
                     lease.check()
-                    files[name] = self._upload(prefix + name, path)
+                    files[name] = self._upload(prefix + name, path, req.progress)
                     written.append(prefix + name)
                 meta = self._metadata(req, version, files)
                 lease.confirm()  # a lease that lapsed while uploading stops us here
@@ -316,11 +318,19 @@ class Registry:
             return False
         return True
 
-    def _upload(self, key: str, path: Path) -> dict[str, Any]:
+    def _upload(
+        self, key: str, path: Path, progress: Callable[[int], None] | None = None
+    ) -> dict[str, Any]:
         digest = hashlib.sha256()
+
+        def on_chunk(chunk: bytes) -> None:
+            digest.update(chunk)
+            if progress is not None:
+                progress(len(chunk))
+
         try:
             with open(path, "rb") as src:
-                info = self.store.upload(key, src, create_only=True, on_chunk=digest.update)
+                info = self.store.upload(key, src, create_only=True, on_chunk=on_chunk)
         except ObjectExists as e:
             raise Busy(f"{key} was written by someone else during this publish") from e
         except OSError as e:
@@ -346,7 +356,9 @@ class Registry:
 
     # -- checking and deleting -------------------------------------------------------------
 
-    def verify(self, model: str, version: str) -> list[str]:
+    def verify(
+        self, model: str, version: str, progress: Callable[[int], None] | None = None
+    ) -> list[str]:
         """Re-read every stored file; the problems found (empty when the version is intact)."""
         meta = self.metadata(model, version)
         prefix = f"{model}/{version}/"
@@ -357,6 +369,8 @@ class Registry:
                 for chunk in self.store.iter_chunks(prefix + name):
                     digest.update(chunk)
                     size += len(chunk)
+                    if progress is not None:
+                        progress(len(chunk))
             except ObjectNotFound:
                 problems.append(f"{name}: missing from the store")
                 continue
