@@ -360,6 +360,14 @@ def main() -> int:
 
         boto3.client("s3").create_bucket(Bucket="demo")
         args.registry = "s3://demo/models"
+        env = server.env()  # a throwaway key for this loopback server, printed on purpose
+        say(
+            f"SeaweedFS on {server.endpoint}; to re-run the demo's commands by hand meanwhile:\n"
+            f"  export AWS_ENDPOINT_URL={env['AWS_ENDPOINT_URL']} "
+            f"AWS_ACCESS_KEY_ID={env['AWS_ACCESS_KEY_ID']} "
+            f"AWS_SECRET_ACCESS_KEY={env['AWS_SECRET_ACCESS_KEY']} "
+            f"AWS_DEFAULT_REGION={env['AWS_DEFAULT_REGION']} MODELSWAP_REGISTRY={args.registry}"
+        )
     demo = Demo(args, work)
     try:
         return demo.run()

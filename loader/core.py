@@ -89,6 +89,7 @@ class ModelLoader:
         self.requests = 0
         self.last_swap_s: float | None = None
         self._hint = threading.Event()
+        self._loaded = threading.Event()  # set once a first version serves
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self._watcher = LinkWatcher(self.link, self._hint)
@@ -181,6 +182,11 @@ class ModelLoader:
     def is_ready(self) -> bool:
         return self._live is not None
 
+    def wait_ready(self, timeout: float | None = None) -> bool:
+        """Block until a first version serves (True), or timeout seconds pass (False): for an
+        app that must not accept traffic before it has a model. /health says why meanwhile."""
+        return self._loaded.wait(timeout)
+
     # -- watching and swapping -------------------------------------------------------------
 
     def _loop(self) -> None:
@@ -256,6 +262,7 @@ class ModelLoader:
             self.shared_error = built.shared_error
         new = built.loaded
         old, self._live = self._live, new
+        self._loaded.set()
         self.last_swap_s = time.monotonic() - started
         self.last_error = None
         if old is not None:

@@ -227,3 +227,16 @@ def test_loader_import_stays_light() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_wait_ready_blocks_until_the_first_version_serves(tmp_path: Path) -> None:
+    """No link yet: wait_ready times out False; once the agent links v1 it returns True."""
+    base = tmp_path / "clf"
+    version_dir(base, "v1", scale_model(tmp_path / "m1.onnx", 1.0), created="t1")
+    with ModelLoader(base / "current", poll_interval_s=0.05) as loader:
+        started = time.monotonic()
+        assert loader.wait_ready(0.3) is False
+        assert time.monotonic() - started >= 0.3
+        threading.Timer(0.2, swap_link, (base, "v1")).start()
+        assert loader.wait_ready(10) is True
+        assert loader.version == "v1"
