@@ -1,0 +1,154 @@
+"""What every verb shares: building the registry from the flags, printing JSON, warnings and
+the gate, parsing K=V flags. No decisions: those live in modelswap.api and below."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Any, NoReturn
+
+from modelswap import api, redact, render
+from modelswap.errors import (
+    InvalidPointer,
+    ModelswapError,
+    UsageError,
+)
+from modelswap.gate import (
+    DEFAULT_TOLERANCE,
+    GateResult,
+    GateSpec,
+    parse_metric,
+)
+from modelswap.pointers import (
+    list_pointers,
+)
+from modelswap.registry import METADATA_KEYS, Registry
+from modelswap.store import StoreOptions, open_store
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(message, hint=f"see `{self.prog} --help`")
+
+
+def _store_options(args: argparse.Namespace) -> StoreOptions:
+    options = StoreOptions(read_timeout_s=args.store_timeout)
+    problems = options.validate()
+    if problems:
+        raise UsageError(problems[0], hint="e.g. --store-timeout 5")
+    return options
+
+
+def _registry(args: argparse.Namespace) -> Registry:
+    return Registry(open_store(args.registry, _store_options(args)))
+
+
+def _warn(problems: list[ModelswapError]) -> None:
+    for p in problems:
+        print(f"warning: {redact.redact(str(p))}", file=sys.stderr)
+        print(f"hint: {redact.redact(p.hint)}", file=sys.stderr)
+
+
+def _print_json(value: Any) -> None:
+    print(json.dumps(value, indent=2, sort_keys=True))
+
+
+def _key_value(items: list[str], flag: str) -> dict[str, str]:
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UsageError(f"{flag} {item!r} is not KEY=VALUE", hint=f"e.g. {flag} accuracy=0.94")
+        out[key] = value
+    return out
+
+
+def _metrics(items: list[str]) -> dict[str, float]:
+    out = {}
+    for key, value in _key_value(items, "--metric").items():
+        try:
+            number = float(value)
+        except ValueError:
+            number = math.nan
+        if not math.isfinite(number):
+            raise UsageError(f"--metric {key}={value!r} is not a finite number")
+        out[key] = number
+    return out
+
+
+def _meta(items: list[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in _key_value(items, "--meta").items():
+        if key in METADATA_KEYS:
+            raise UsageError(
+                f"--meta {key}=... would overwrite a field modelswap sets",
+                hint=f"use the --{key.replace('_', '-')} flag instead",
+            )
+        try:
+            out[key] = json.loads(value)
+        except ValueError:
+            out[key] = value
+    return out
+
+
+def _pointer_names(reg: Registry, model: str) -> dict[str, list[str]]:
+    """Which pointers name each version; a malformed pointer is warned about, not hidden."""
+    named: dict[str, list[str]] = {}
+    bad: list[ModelswapError] = []
+    for name, state in list_pointers(reg, model).items():
+        if isinstance(state, InvalidPointer):
+            bad.append(state)
+        else:
+            named.setdefault(state.version, []).append(name)
+    _warn(bad)
+    return named
+
+
+def _gate_spec(args: argparse.Namespace) -> GateSpec | None:
+    """The gate asked for by promote's or gate's flags, or None when none was given."""
+    if args.eval_set is None:
+        given = [
+            f for f in ("metric", "evaluator", "tolerance", "min") if getattr(args, f) is not None
+        ]
+        if given:
+            raise UsageError(f"--{given[0]} needs --eval-set", hint="e.g. --eval-set eval.npz")
+        return None
+    name, direction = parse_metric(args.metric or "accuracy")
+    return GateSpec(
+        eval_set=Path(args.eval_set),
+        metric=name,
+        direction=direction,
+        tolerance=DEFAULT_TOLERANCE if args.tolerance is None else args.tolerance,
+        evaluator=args.evaluator,
+        floor=args.min,
+    )
+
+
+def _print_gate(result: GateResult, forced_by: str | None = None) -> None:
+    print(f"{result.line()}  ({result.metric}:{result.direction}, tolerance {result.tolerance})")
+    for version, metrics in result.metrics.items():
+        role = "candidate" if version == result.candidate else "current"
+        print(f"  {role:<9} {version}: {render.metrics_str(metrics)}")
+    if result.passed:
+        print(f"PASS: {result.verdict}")
+    elif forced_by:
+        print(f"FORCED by {forced_by} past a refusing gate: {result.verdict} (recorded)")
+    else:
+        print(f"REFUSED: {result.verdict}")
+    print(f"  eval set {result.eval_set} sha256:{result.eval_set_sha256[:16]}")
+
+
+def _api(args: argparse.Namespace) -> api.Registry:
+    return api.Registry(args.registry, actor=args.actor, store_timeout_s=args.store_timeout)
+
+
+def _print_result(result: api.PromoteResult) -> None:
+    if result.event is None:
+        print(f"{result.model}/{result.pointer} already names {result.version}; nothing to do")
+    else:
+        event = result.event
+        was = event.from_version or "(none)"
+        print(f"{result.model}/{result.pointer}: {was} -> {event.to} (event {event.seq})")

@@ -1,0 +1,125 @@
+"""Verbs that judge and move pointers: gate, promote, rollback, history."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from modelswap import render
+from modelswap.cli.common import (
+    _api,
+    _gate_spec,
+    _print_gate,
+    _print_json,
+    _print_result,
+    _registry,
+    _warn,
+)
+from modelswap.errors import (
+    GateRefused,
+    ModelswapError,
+    UsageError,
+)
+from modelswap.gate import (
+    run_gate,
+)
+from modelswap.names import check_model, check_version
+from modelswap.pointers import (
+    DEFAULT_POINTER,
+    history,
+)
+
+
+def cmd_gate(args: argparse.Namespace) -> int:
+    reg = _registry(args)
+    spec = _gate_spec(args)
+    if spec is None:
+        raise UsageError(
+            "gate needs --eval-set PATH", hint="modelswap gate MODEL VERSION --eval-set eval.npz"
+        )
+    result = run_gate(
+        reg,
+        check_model(args.model),
+        check_version(args.version),
+        spec,
+        against=check_version(args.against) if args.against else None,
+    )
+    if args.json:
+        _print_json(result.event())
+    else:
+        _print_gate(result)
+    return 0 if result.passed else 1
+
+
+def cmd_promote(args: argparse.Namespace) -> int:
+    if args.force and not args.reason:
+        raise UsageError(
+            "--force needs --reason", hint='e.g. --force --reason "hotfix, eval set stale"'
+        )
+    spec = _gate_spec(args)
+    if args.force and spec is None:
+        raise UsageError(
+            "--force overrides a gate; give the gate's --eval-set too",
+            hint="without gate options promote is not gated and needs no --force",
+        )
+    gate_options: dict[str, Any] = {}
+    if spec is None and args.require_gate and args.pointer == DEFAULT_POINTER:
+        raise UsageError(
+            f"promotes of {DEFAULT_POINTER} must be gated here (--require-gate / "
+            "MODELSWAP_REQUIRE_GATE)",
+            hint="add --eval-set PATH (and --min for a first promotion), or unset "
+            "MODELSWAP_REQUIRE_GATE",
+        )
+    if spec is not None:
+        gate_options = {
+            "eval_set": spec.eval_set,
+            "metric": f"{spec.metric}:{spec.direction}",
+            "tolerance": spec.tolerance,
+            "evaluator": spec.evaluator,
+            "minimum": spec.floor,
+            "force": args.force,
+        }
+    try:
+        result = _api(args).promote(
+            args.model,
+            args.version,
+            pointer=args.pointer,
+            reason=args.reason,
+            expect=args.expect,
+            verify=args.verify,
+            **gate_options,
+        )
+    except GateRefused as e:
+        _print_gate(e.result)
+        print(e.not_moved)
+        return 1
+    if result.gate is not None:
+        _print_gate(result.gate, forced_by=args.actor if result.forced else None)
+    elif result.forced:
+        print(f"FORCED by {args.actor}: the gate could not run (recorded)")
+    _print_result(result)
+    if spec is None and result.moved:
+        print(
+            f"note: not gated (no --eval-set); {args.model}/{args.pointer} moved without an "
+            "evaluation",
+            file=sys.stderr,
+        )
+    return 0
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    result = _api(args).rollback(args.model, to=args.to, pointer=args.pointer, reason=args.reason)
+    _print_result(result)
+    return 0
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    problems: list[ModelswapError] = []
+    events = history(_registry(args), check_model(args.model), problems)
+    _warn(problems)
+    if args.json:
+        _print_json(events)
+    else:
+        print(render.history(events) if events else f"{args.model}: no pointer moves yet")
+    return 0
