@@ -18,7 +18,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from modelswap import render
 from modelswap.cleanup import GcReport, collect_garbage
@@ -51,8 +51,17 @@ from modelswap.pointers import (
 from modelswap.registry import METADATA_KEYS, PublishRequest, collect_files
 from modelswap.registry import Registry as _Versions
 from modelswap.store import StoreOptions, open_store
+from modelswap.store.local import LocalStore
 
 Evaluator = Callable[[Path, Path], dict[str, float]]
+
+
+class ProgressSink(Protocol):
+    """Told the size of a long transfer, then every chunk's (modelswap.progress.Progress)."""
+
+    def start(self, total: int) -> None: ...
+
+    def add(self, nbytes: int) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -183,7 +192,7 @@ class Registry:
         notes: str | None = None,
         meta: dict[str, Any] | None = None,
         git_sha: str | None = None,
-        progress: Callable[[int], None] | None = None,
+        progress: ProgressSink | None = None,
     ) -> Metadata:
         """Upload a new immutable version (the next vN without `version`); git_sha defaults
         to HEAD of the working folder's git tree, with `git_dirty` if it had changes."""
@@ -194,9 +203,13 @@ class Registry:
         sha, dirty = (git_sha, False) if git_sha else head_sha(Path.cwd())
         if dirty:
             extra.setdefault("git_dirty", True)
+        check_model(model)
+        collected = collect_files([Path(f) for f in files])
+        if progress is not None:
+            progress.start(sum(p.stat().st_size for p in collected.values()))
         req = PublishRequest(
-            model=check_model(model),
-            files=collect_files([Path(f) for f in files]),
+            model=model,
+            files=collected,
             version=version,
             training_data=training_data,
             notes=notes,
@@ -204,9 +217,16 @@ class Registry:
             extra=extra,
             git_sha=sha,
             actor=self.actor,
-            progress=progress,
+            progress=progress.add if progress is not None else None,
         )
         return self._versions.publish(req)
+
+    @property
+    def creates_folder(self) -> bool:
+        """A local registry whose folder does not exist yet: the first publish creates it
+        (the CLI says so, naming it)."""
+        store = self._versions.store
+        return isinstance(store, LocalStore) and not store.root.exists()
 
     def versions(self, model: str) -> list[VersionInfo]:
         metas = self._versions.all_metadata(check_model(model))
@@ -226,6 +246,11 @@ class Registry:
                 )
             )
         return rows
+
+    def pointer_problems(self, model: str) -> list[ModelswapError]:
+        """Malformed pointers of the model (each an InvalidPointer naming the object)."""
+        found = list_pointers(self._versions, check_model(model)).values()
+        return [s for s in found if isinstance(s, ModelswapError)]
 
     def pointer_names(self, model: str) -> dict[str, list[str]]:
         """Which pointers name each version (malformed pointers are left out)."""
@@ -255,7 +280,7 @@ class Registry:
         self,
         model: str,
         version: str | None = None,
-        progress: Callable[[int], None] | None = None,
+        progress: ProgressSink | None = None,
     ) -> dict[str, list[str]]:
         """Problems per version after re-reading every stored byte (an empty list: intact)."""
         check_model(model)
@@ -266,9 +291,11 @@ class Registry:
             else self._versions.all_metadata(model)
         )
         out: dict[str, list[str]] = {}
+        if progress is not None:
+            progress.start(sum(m.size for m in metas.values() if isinstance(m, Metadata)))
         for v, meta in metas.items():
             if isinstance(meta, Metadata):
-                out[v] = self._versions.verify(model, v, progress)
+                out[v] = self._versions.verify(model, v, progress.add if progress else None)
             else:
                 out[v] = [f"INVALID: {meta}" if meta else "INCOMPLETE (no metadata.json)"]
         return out
@@ -283,7 +310,7 @@ class Registry:
         model: str,
         version_or_pointer: str,
         dest: str | os.PathLike[str],
-        progress: Callable[[int], None] | None = None,
+        progress: ProgressSink | None = None,
     ) -> Path:
         """A verified copy of a version (or of the one a pointer names) in folder `dest`,
         which must not exist yet: it appears by rename once every file matched its sha256."""
@@ -292,6 +319,8 @@ class Registry:
         if POINTER_RE.fullmatch(version_or_pointer):
             version = require_pointer(self._versions, model, version_or_pointer).version
         meta = self._versions.metadata(model, check_version(version))
+        if progress is not None:
+            progress.start(meta.size)
         target = Path(dest)
         if os.path.lexists(target):
             raise UsageError(f"{target} already exists", hint="download into a new folder")
@@ -306,7 +335,7 @@ class Registry:
                 metadata_bytes=meta.to_json(),
                 staging=staging,
                 cancel=threading.Event(),
-                stats=FetchStats(on_bytes=progress),
+                stats=FetchStats(on_bytes=progress.add if progress else None),
             )
             os.rename(staging, target)
         finally:

@@ -24,8 +24,12 @@ class Progress:
         self._mu = threading.Lock()  # parts arrive on several threads
 
     @classmethod
-    def on_terminal(cls, what: str, total: int, *, quiet: bool = False) -> Progress:
+    def on_terminal(cls, what: str, total: int = 0, *, quiet: bool = False) -> Progress:
         return cls(what, total, enabled=not quiet and sys.stderr.isatty())
+
+    def start(self, total: int) -> None:
+        """The size of the whole job, once the caller (the API) knows it."""
+        self.total = total
 
     def add(self, nbytes: int) -> None:
         if not self.enabled:

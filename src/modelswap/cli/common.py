@@ -12,7 +12,6 @@ from typing import Any, NoReturn
 
 from modelswap import api, redact, render
 from modelswap.errors import (
-    InvalidPointer,
     ModelswapError,
     UsageError,
 )
@@ -22,11 +21,8 @@ from modelswap.gate import (
     GateSpec,
     parse_metric,
 )
-from modelswap.pointers import (
-    list_pointers,
-)
-from modelswap.registry import METADATA_KEYS, Registry
-from modelswap.store import StoreOptions, open_store
+from modelswap.registry import METADATA_KEYS
+from modelswap.store import StoreOptions
 
 
 class _Parser(argparse.ArgumentParser):
@@ -40,10 +36,6 @@ def _store_options(args: argparse.Namespace) -> StoreOptions:
     if problems:
         raise UsageError(problems[0], hint="e.g. --store-timeout 5")
     return options
-
-
-def _registry(args: argparse.Namespace) -> Registry:
-    return Registry(open_store(args.registry, _store_options(args)))
 
 
 def _warn(problems: list[ModelswapError]) -> None:
@@ -92,19 +84,6 @@ def _meta(items: list[str]) -> dict[str, Any]:
         except ValueError:
             out[key] = value
     return out
-
-
-def _pointer_names(reg: Registry, model: str) -> dict[str, list[str]]:
-    """Which pointers name each version; a malformed pointer is warned about, not hidden."""
-    named: dict[str, list[str]] = {}
-    bad: list[ModelswapError] = []
-    for name, state in list_pointers(reg, model).items():
-        if isinstance(state, InvalidPointer):
-            bad.append(state)
-        else:
-            named.setdefault(state.version, []).append(name)
-    _warn(bad)
-    return named
 
 
 def _gate_spec(args: argparse.Namespace) -> GateSpec | None:

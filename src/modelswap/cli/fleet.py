@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from modelswap import redact, render
-from modelswap.cli.common import _print_json, _registry
+from modelswap.cli.common import _api, _print_json
 from modelswap.config import (
     env,
     on_swap_url_from_file,
@@ -21,11 +21,7 @@ from modelswap.store import open_store
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from modelswap.fleet import fleet_status  # noqa: PLC0415
-
-    view = fleet_status(
-        _registry(args), check_model(args.model), check_pointer_name(args.pointer), args.stale_after
-    )
+    view = _api(args).status(args.model, pointer=args.pointer, stale_after_s=args.stale_after)
     code = 1 if args.check and not view["converged"] else 0
     if not view["instances"]:
         print(

@@ -13,37 +13,32 @@ from modelswap.cli.common import (
     _print_gate,
     _print_json,
     _print_result,
-    _registry,
     _warn,
 )
 from modelswap.errors import (
     GateRefused,
-    ModelswapError,
     UsageError,
 )
-from modelswap.gate import (
-    run_gate,
-)
-from modelswap.names import check_model, check_version
 from modelswap.pointers import (
     DEFAULT_POINTER,
-    history,
 )
 
 
 def cmd_gate(args: argparse.Namespace) -> int:
-    reg = _registry(args)
     spec = _gate_spec(args)
     if spec is None:
         raise UsageError(
             "gate needs --eval-set PATH", hint="modelswap gate MODEL VERSION --eval-set eval.npz"
         )
-    result = run_gate(
-        reg,
-        check_model(args.model),
-        check_version(args.version),
-        spec,
-        against=check_version(args.against) if args.against else None,
+    result = _api(args).gate(
+        args.model,
+        args.version,
+        eval_set=spec.eval_set,
+        metric=f"{spec.metric}:{spec.direction}",
+        tolerance=spec.tolerance,
+        evaluator=spec.evaluator,
+        minimum=spec.floor,
+        against=args.against,
     )
     if args.json:
         _print_json(result.event())
@@ -115,9 +110,9 @@ def cmd_rollback(args: argparse.Namespace) -> int:
 
 
 def cmd_history(args: argparse.Namespace) -> int:
-    problems: list[ModelswapError] = []
-    events = history(_registry(args), check_model(args.model), problems)
-    _warn(problems)
+    log = _api(args).history(args.model)
+    _warn(list(log.warnings))
+    events = [e.to_json() for e in log.events]
     if args.json:
         _print_json(events)
     else:
