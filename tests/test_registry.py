@@ -280,3 +280,17 @@ def test_a_second_rollback_goes_to_the_last_known_good_version(three_versions: R
     move_pointer(registry, Move("clf", "CURRENT", "v1", "rollback", "oncall"))
     with pytest.raises(VersionNotFound):
         rollback_target(registry, "clf", "CURRENT")  # v2 and v3 were both rolled back from
+
+
+def test_a_version_promoted_again_after_a_rollback_counts_as_good_again(
+    three_versions: Registry,
+) -> None:
+    """v1 -> v2, rollback to v1, v2 promoted again, v3: rollback goes to v2, the live one
+    before v3 (a later deliberate promote clears the earlier rollback)."""
+    registry = three_versions
+    for v in ("v1", "v2"):
+        promote(registry, v)
+    move_pointer(registry, Move("clf", "CURRENT", "v1", "rollback", "oncall"))
+    for v in ("v2", "v3"):
+        promote(registry, v)
+    assert rollback_target(registry, "clf", "CURRENT") == "v2"

@@ -12,12 +12,19 @@ reported and ignored. An object under events/ that is not an event
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import json
 import re
 from dataclasses import dataclass
 from typing import Any
 
-from modelswap.errors import Busy, InvalidMetadata, ObjectExists, ObjectNotFound
+from modelswap.errors import (
+    Busy,
+    InvalidMetadata,
+    ObjectExists,
+    ObjectNotFound,
+    PreconditionFailed,
+)
 from modelswap.names import NAME_RE, POINTER_RE
 from modelswap.store import Store
 
@@ -141,8 +148,19 @@ class EventLog:
         )
 
     def remove(self, event: dict[str, Any]) -> None:
-        """Delete an event this command wrote for a move that did not happen."""
-        self.store.delete(self.key(int(event["seq"])))
+        """Delete an event written for a move that did not happen: only if the object at its
+        key is still that move's (same move_id), so a number reused since is never touched."""
+        key = self.key(int(event["seq"]))
+        try:
+            blob = self.store.read(key, max_bytes=EVENT_MAX_BYTES)
+            stored = json.loads(blob.data)
+        except ObjectNotFound:
+            return
+        except ValueError:
+            return  # not an event we wrote
+        if isinstance(stored, dict) and stored.get("move_id") == event.get("move_id"):
+            with contextlib.suppress(PreconditionFailed):  # replaced meanwhile: not ours
+                self.store.delete(key, if_match=blob.etag)
 
     def key(self, seq: int) -> str:
         return f"{self.prefix}{seq:010d}.json"

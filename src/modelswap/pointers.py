@@ -155,23 +155,35 @@ def move_pointer(registry: Registry, move: Move) -> dict[str, Any] | None:
             )
         registry.metadata(move.model, move.to)  # again, under the lease that gc also takes
         oob = out_of_band_event(log.last(move.pointer), now, move.pointer)
-        if oob is not None:
-            log.append(oob)
-        event = log.append(
-            {
-                "time": utc_now(),
-                "actor": move.actor,
-                "pointer": move.pointer,
-                "from": now.version if now else None,
-                "to": move.to,
-                "reason": move.reason,
-                "gate": move.gate,
-                "type": move.type,
-                "move_id": lease.owner,
-            }
-        )
+        try:
+            if oob is not None:
+                log.append(oob)
+            event = _append_move(log, move, now, lease)
+        except OutcomeUnknown:
+            # The event may have landed for a move that will not happen: keep the lease and
+            # its intent, so the next mover finds the event by move_id and removes it.
+            lease.abandon()
+            raise
         _swap(registry, log, lease=lease, move=move, now=now, event=event)
         return event
+
+
+def _append_move(
+    log: EventLog, move: Move, now: PointerState | None, lease: Lease
+) -> dict[str, Any]:
+    return log.append(
+        {
+            "time": utc_now(),
+            "actor": move.actor,
+            "pointer": move.pointer,
+            "from": now.version if now else None,
+            "to": move.to,
+            "reason": move.reason,
+            "gate": move.gate,
+            "type": move.type,
+            "move_id": lease.owner,
+        }
+    )
 
 
 def acquire_moves(
@@ -278,7 +290,12 @@ def rollback_plan(registry: Registry, model: str, pointer: str) -> tuple[str, st
     # The last known-good version: walking back through the moves, the first `from` that is
     # neither live now nor a version some rollback already left. So a second rollback after
     # a bad v3 (v2 -> v3, v3 -> v2) goes on to v1 instead of putting v3 back.
-    rolled_back = {e.get("from") for e in moves if e.get("type") in ROLLBACK_TYPES}
+    rolled_back: set[Any] = set()
+    for e in moves:  # rolled back from, and not deliberately promoted again since
+        if e.get("type") in ROLLBACK_TYPES:
+            rolled_back.add(e.get("from"))
+        else:
+            rolled_back.discard(e.get("to"))
     for e in reversed(moves):
         candidate = e.get("from")
         if (

@@ -28,6 +28,7 @@ from modelswap.errors import (
     ModelNotFound,
     ObjectExists,
     ObjectNotFound,
+    OutcomeUnknown,
     StoreError,
     UsageError,
     VersionExists,
@@ -280,36 +281,41 @@ class Registry:
             prefix = f"{req.model}/{version}/"
             for leftover in list(self.store.objects(prefix)):  # from an interrupted publish
                 self.store.delete(leftover.key)
-            written: list[str] = []
+            written: dict[str, str] = {}  # key -> the ETag our upload got
             meta: Metadata | None = None
             try:
                 files = {}
                 for name, path in req.files.items():
                     lease.check()
-                    files[name] = self._upload(prefix + name, path, req.progress)
-                    written.append(prefix + name)
+                    files[name], written[prefix + name] = self._upload(
+                        prefix + name, path, req.progress
+                    )
                 meta = self._metadata(req, version, files)
                 lease.confirm()  # a lease that lapsed while uploading stops us here
                 self.store.put_new(key, meta.to_json())
+            except OutcomeUnknown:
+                if meta is None:
+                    self._undo_publish(key, meta, written)
+                # else: metadata.json may still land; its files must then be there. A re-run
+                # (or gc) clears them if it did not.
+                raise
             except BaseException:
                 self._undo_publish(key, meta, written)
                 raise
             return meta
 
-    def _undo_publish(self, key: str, meta: Metadata | None, written: list[str]) -> None:
+    def _undo_publish(self, key: str, meta: Metadata | None, written: dict[str, str]) -> None:
         """Leave no partial version behind, also on Ctrl-C: our metadata.json first (a write
-        whose outcome was unknown may have landed), then the files."""
-        with contextlib.suppress(StoreError):
-            if meta is not None:
-                try:
-                    stored = self.store.read(key, max_bytes=METADATA_MAX_BYTES)
-                except ObjectNotFound:
-                    pass
-                else:
-                    if stored.data == meta.to_json():
-                        self.store.delete(key, if_match=stored.etag)
-            for k in written:
-                self.store.delete(k)
+        whose outcome was unknown may have landed), then our files, each only if it is still
+        the object we uploaded (a publisher that took over a lapsed lease owns them now)."""
+        if meta is not None:
+            with contextlib.suppress(StoreError):
+                stored = self.store.read(key, max_bytes=METADATA_MAX_BYTES)
+                if stored.data == meta.to_json():
+                    self.store.delete(key, if_match=stored.etag)
+        for k, etag in written.items():
+            with contextlib.suppress(StoreError):
+                self.store.delete(k, if_match=etag)
 
     def _exists(self, key: str) -> bool:
         try:
@@ -320,7 +326,8 @@ class Registry:
 
     def _upload(
         self, key: str, path: Path, progress: Callable[[int], None] | None = None
-    ) -> dict[str, Any]:
+    ) -> tuple[dict[str, Any], str]:
+        """Upload one file create-only; its metadata entry and the ETag it got."""
         digest = hashlib.sha256()
 
         def on_chunk(chunk: bytes) -> None:
@@ -335,7 +342,7 @@ class Registry:
             raise Busy(f"{key} was written by someone else during this publish") from e
         except OSError as e:
             raise UsageError(f"cannot read {path}: {e.strerror}") from e
-        return {"sha256": digest.hexdigest(), "size": info.size}
+        return {"sha256": digest.hexdigest(), "size": info.size}, info.etag
 
     @staticmethod
     def _metadata(req: PublishRequest, version: str, files: dict[str, Any]) -> Metadata:

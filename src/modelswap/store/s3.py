@@ -59,7 +59,9 @@ _CREDENTIAL_CODES = {
 }
 _CONFLICT_CODES = {"PreconditionFailed", "412", "ConditionalRequestConflict", "409"}
 _NOT_FOUND_CODES = {"NoSuchKey", "404", "NotFound"}
-_DEFINITE = (
+_DEFINITE = (  # failures after which the store has certainly not applied the write
+    botocore.exceptions.EndpointConnectionError,  # never connected: nothing was sent
+    botocore.exceptions.ConnectTimeoutError,
     botocore.exceptions.NoCredentialsError,
     botocore.exceptions.PartialCredentialsError,
     botocore.exceptions.ParamValidationError,
@@ -387,10 +389,10 @@ class S3Store(Store):
                 return stored.etag if stored is not None else ""
             if verdict == _THEIRS:
                 raise conflict() from last
-        raise StoreUnavailable(
-            f"could not write {self.url}/{key}: {WRITE_ATTEMPTS} attempts did not land "
-            f"(last: {last})",
-            hint="the store is failing requests; nothing was changed. Retry later",
+        # The last attempt has no later conditional write to fence it off: it may still land.
+        raise OutcomeUnknown(
+            f"could not write {self.url}/{key}: {WRITE_ATTEMPTS} attempts went unanswered "
+            f"and the last may still land (last error: {last})",
         ) from last
 
     def _put(self, key: str, data: bytes, nonce: str, **kw: Any) -> dict[str, Any]:
