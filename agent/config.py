@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from modelswap.store.base import StoreOptions
+
 
 @dataclass(frozen=True)
 class AgentConfig:
@@ -24,8 +26,8 @@ class AgentConfig:
     max_backoff_s: float = 60.0
     on_swap_command: str | None = None
     on_swap_url: str | None = None
-    store_timeout_s: float = 5.0
-    min_rate_bps: int = 64 << 10
+    store_timeout_s: float = StoreOptions.read_timeout_s
+    min_rate_bps: int = StoreOptions.min_rate_bps
     refresh_min_interval_s: float = 1.0
     scrub_interval_s: float = 3600.0
     refresh_token: str | None = field(default=None, repr=False)  # never printed

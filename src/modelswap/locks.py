@@ -63,12 +63,14 @@ def is_stale(body: dict[str, Any], now: datetime) -> bool:
 class Lease:
     """A held lock object. Use as a context manager; release() is idempotent."""
 
-    def __init__(self, store: Store, key: str, body: dict[str, Any], etag: str, ttl_s: float):
+    def __init__(
+        self, store: Store, key: str, body: dict[str, Any], etag: str, *, ttl_s: float, sent: float
+    ):
         self.store, self.key, self.body, self.etag = store, key, body, etag
         self.ttl_s = ttl_s
         self.lost: str | None = None
-        # Counted from before the write was sent, so it errs early, never late.
-        self._valid_until = time.monotonic() + ttl_s * (1 - SAFETY_MARGIN)
+        # Counted from `sent`, the moment before the write was sent: it errs early, never late.
+        self._valid_until = sent + ttl_s * (1 - SAFETY_MARGIN)
         self._stop = threading.Event()
         self._mu = threading.Lock()
         self._thread: threading.Thread | None = None
@@ -198,25 +200,26 @@ def acquire(
     pause = 0.02
     for _ in range(100):  # bounded: each pass either waits or lost a race that moved on
         sent = time.monotonic()
+        body["expires"] = rfc3339(_expiry(ttl_s))  # from this attempt, not from before waiting
         try:
             etag = store.put_new(key, _encode(body))
         except ObjectExists:
             pass
         else:
-            lease = Lease(store, key, body, etag, ttl_s)
-            lease._valid_until = sent + ttl_s * (1 - SAFETY_MARGIN)
-            return lease
+            return Lease(store, key, body, etag, ttl_s=ttl_s, sent=sent)
         try:
             held = store.read(key, max_bytes=1 << 16)
         except ObjectNotFound:
             continue  # released between our two calls
         held_body = _parse(held.data)
         if is_stale(held_body, datetime.now(UTC)):
+            sent = time.monotonic()
+            body["expires"] = rfc3339(_expiry(ttl_s))
             try:
                 etag = store.put_if_match(key, _encode(body), held.etag)
             except PreconditionFailed:
                 continue  # another breaker won, or the holder released it
-            lease = Lease(store, key, body, etag, ttl_s)
+            lease = Lease(store, key, body, etag, ttl_s=ttl_s, sent=sent)
             if on_stale is not None:
                 try:
                     on_stale(held_body, lease)

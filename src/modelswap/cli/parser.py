@@ -265,6 +265,6 @@ def _add_fleet_commands(command: Command) -> None:
         p,
         "--min-rate",
         type=int,
-        default=64 << 10,
+        default=StoreOptions.min_rate_bps,
         help="bytes/s below which a download is abandoned and retried (over 2 x --store-timeout)",
     )
