@@ -5,6 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from modelswap.errors import UsageError
+from modelswap.fleet import check_instance
+from modelswap.names import check_model, check_pointer_name
+from modelswap.store import open_store
 from modelswap.store.base import StoreOptions
 
 
@@ -31,6 +35,18 @@ class AgentConfig:
     refresh_min_interval_s: float = 1.0
     scrub_interval_s: float = 3600.0
     refresh_token: str | None = field(default=None, repr=False)  # never printed
+
+    def checked(self) -> AgentConfig:
+        """This config if every value can work; else the first problem, naming its flag, as
+        an error (a malformed --registry fails here, before any start-up work)."""
+        check_model(self.model)
+        check_pointer_name(self.pointer)
+        check_instance(self.instance_id)
+        problems = self.validate()
+        if problems:
+            raise UsageError(problems[0], hint="see `modelswap agent --help`")
+        open_store(self.registry)
+        return self
 
     def validate(self) -> list[str]:
         """Messages naming the flag for every value that cannot work."""

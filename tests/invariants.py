@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from modelswap.errors import InvalidPointer, ModelswapError
 from modelswap.events import EventLog
+from modelswap.keys import LOCKS_DIR
 from modelswap.metadata import Metadata
 from modelswap.pointers import list_pointers
-from modelswap.registry import LOCKS_DIR, Registry
+from modelswap.registry import Registry
 
 
 def problems(registry: Registry, model: str, *, leases: bool = True) -> list[str]:
@@ -23,7 +24,7 @@ def problems(registry: Registry, model: str, *, leases: bool = True) -> list[str
                 f"{version} is listed complete but {p}" for p in registry.verify(model, version)
             ]
     log = EventLog(registry.store, model)
-    events = log.all()
+    events = [e.to_json() for e in log.all()]
     found += [f"unreadable event: {p}" for p in log.problems]
     for name, state in list_pointers(registry, model).items():
         if isinstance(state, InvalidPointer):

@@ -15,7 +15,9 @@ import boto3
 import pytest
 
 from modelswap.pointers import Move, move_pointer
-from modelswap.registry import PublishRequest, Registry
+from modelswap.publish import PublishRequest
+from modelswap.publish import publish as publish_request
+from modelswap.registry import Registry
 from modelswap.store import open_store
 from tests import seaweed
 from tests.agentproc import AgentProc
@@ -27,7 +29,7 @@ FAST = ("--interval", "0.3", "--max-backoff", "1")
 
 def publish(registry: Registry, make: MakeFile, data: bytes, version: str) -> None:
     files = {"model.onnx": make("model.onnx", data)}
-    registry.publish(PublishRequest(model="clf", files=files, version=version))
+    publish_request(registry, PublishRequest(model="clf", files=files, version=version))
 
 
 def promote(registry: Registry, version: str, kind: str = "promote") -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from modelswap import keys
 from modelswap.registry import Registry
 from tests.agentproc import AgentProc
 from tests.conftest import wait_until
@@ -28,7 +29,7 @@ def test_a_name_republished_with_other_bytes_is_downloaded_not_served_from_cache
         # What a tool that bypasses modelswap could do: delete v1 and its tombstone, then
         # publish other bytes under the same name.
         registry.delete_version("clf", "v1")
-        registry.store.delete(registry.tombstone_key("clf", "v1"))
+        registry.store.delete(keys.tombstone("clf", "v1"))
         publish(registry, model_file, b"new" * 10_000, "v1")
         before = agent.metric("download_bytes_total")
         promote(registry, "v1")

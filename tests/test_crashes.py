@@ -11,9 +11,11 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from modelswap import keys
 from modelswap.metadata import rfc3339
 from modelswap.pointers import Move, history, move_pointer
-from modelswap.registry import PublishRequest, Registry
+from modelswap.publish import PublishRequest, publish
+from modelswap.registry import Registry
 from tests.conftest import run_cli, wait_until
 
 
@@ -30,7 +32,7 @@ def test_killed_publish_leaves_no_version_and_rerun_completes(
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
-    lock = registry.lock_key("clf", "publish-v1")
+    lock = keys.publish_lock("clf", "v1")
     wait_until(lambda: any(o.key == lock for o in registry.store.objects("clf/")), timeout=30)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
@@ -46,7 +48,7 @@ def test_move_that_died_after_the_swap_gets_its_event_written(
     """A lease left by a dead mover whose swap landed: the next move logs it, then its own."""
     for v in ("v1", "v2", "v3"):
         files = {"m": model_file("m", v.encode())}
-        registry.publish(PublishRequest(model="clf", files=files, version=v))
+        publish(registry, PublishRequest(model="clf", files=files, version=v))
     move_pointer(registry, Move("clf", "CURRENT", "v1", "promote", "alice"))
     # What a mover leaves if it is killed between swapping CURRENT and appending its event:
     registry.store.put("clf/CURRENT", b"v2\n")
@@ -59,9 +61,9 @@ def test_move_that_died_after_the_swap_gets_its_event_written(
         "expires": rfc3339(datetime.now(UTC) - timedelta(minutes=8)),
         "intent": {"pointer": "CURRENT", "from": "v1", "to": "v2"},
     }
-    registry.store.put(registry.lock_key("clf", "moves"), json.dumps(dead).encode())
+    registry.store.put(keys.moves_lock("clf"), json.dumps(dead).encode())
     move_pointer(registry, Move("clf", "CURRENT", "v3", "promote", "carol"))
-    log = [(e["from"], e["to"], e["actor"], e["type"]) for e in history(registry, "clf")]
+    log = [(e.from_version, e.to, e.actor, e.type) for e in history(registry, "clf")]
     assert log == [
         (None, "v1", "alice", "promote"),
         ("v1", "v2", "bob", "promote"),

@@ -19,7 +19,8 @@ import pytest
 from modelswap.download import FetchStats, fetch_version
 from modelswap.errors import StoreUnavailable
 from modelswap.pointers import Move, move_pointer
-from modelswap.registry import PublishRequest, Registry
+from modelswap.publish import PublishRequest
+from modelswap.registry import Registry
 from modelswap.store import StoreOptions, open_store
 from tests.agentproc import AgentProc
 from tests.conftest import BUCKET, run_cli, wait_until

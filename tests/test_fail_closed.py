@@ -14,7 +14,8 @@ import pytest
 
 from modelswap.metadata import utc_now
 from modelswap.pointers import Move, move_pointer
-from modelswap.registry import PublishRequest, Registry
+from modelswap.publish import PublishRequest, publish
+from modelswap.registry import Registry
 from modelswap.store import open_store
 from tests.conftest import BUCKET, run_cli
 
@@ -44,7 +45,7 @@ def _stored_keys(registry_url: str) -> list[str]:
 def _publish(registry: Registry, model_file: ModelFile, data: bytes = b"weights") -> str:
     path = model_file("model.onnx", data)
     req = PublishRequest(model="clf", files={"model.onnx": path}, actor="tester@test")
-    return registry.publish(req).version
+    return publish(registry, req).version
 
 
 def _promote(registry: Registry, version: str) -> None:

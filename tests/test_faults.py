@@ -20,7 +20,8 @@ from typing import Any
 import pytest
 
 from modelswap.pointers import Move, move_pointer, read_pointer
-from modelswap.registry import PublishRequest, Registry
+from modelswap.publish import PublishRequest, publish
+from modelswap.registry import Registry
 from modelswap.store import open_store
 from tests import invariants
 from tests.conftest import BUCKET, run_cli
@@ -97,7 +98,7 @@ class Case:
 
     def publish(self, version: str, data: bytes, name: str = "f.bin") -> None:
         files = {name: self.file(name, data)}
-        self.registry.publish(PublishRequest(model="clf", files=files, version=version))
+        publish(self.registry, PublishRequest(model="clf", files=files, version=version))
 
     def promote(self, version: str) -> None:
         move_pointer(self.registry, Move("clf", "CURRENT", version, "promote", "setup"))
@@ -110,7 +111,7 @@ class Case:
 def _moves(reg: Registry) -> list[tuple[Any, ...]]:
     from modelswap.pointers import history  # noqa: PLC0415
 
-    return [(e["from"], e["to"], e["actor"], e["type"]) for e in history(reg, "clf")]
+    return [(e.from_version, e.to, e.actor, e.type) for e in history(reg, "clf")]
 
 
 def run_publish(c: Case, big: bool) -> str:

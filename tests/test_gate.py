@@ -15,7 +15,8 @@ from sklearn.linear_model import LinearRegression, LogisticRegression
 from sklearn.model_selection import train_test_split
 
 from modelswap.pointers import read_pointer
-from modelswap.registry import PublishRequest, Registry
+from modelswap.publish import PublishRequest, publish
+from modelswap.registry import Registry
 from tests.conftest import run_cli
 
 
@@ -52,7 +53,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def published(registry_url: str, registry: Registry, trained: Path) -> Registry:
     for version in ("v1", "v2", "v3", "shuffled", "slightly-worse", "regressor"):
         files = {"model.onnx": trained / version / "model.onnx"}
-        registry.publish(PublishRequest(model="digits", files=files, version=version))
+        publish(registry, PublishRequest(model="digits", files=files, version=version))
     return registry
 
 

@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from modelswap.pointers import Move, move_pointer
-from modelswap.registry import PublishRequest, Registry
+from modelswap.publish import PublishRequest
+from modelswap.registry import Registry
 from modelswap.store import open_store
 from tests.agentproc import AgentProc
 from tests.conftest import mounted_tmpfs, wait_until

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from modelswap import keys
 from modelswap.errors import ModelswapError
 from modelswap.events import EventLog
 from modelswap.metadata import rfc3339
@@ -49,7 +50,7 @@ def test_gc_waits_for_a_move_of_a_new_pointer_and_keeps_its_version(
     for i in range(3):
         publish(registry, model_file, f"weights {i}".encode())
     promote_api(registry, "v3")
-    lock_key = registry.lock_key(MODEL, "moves")
+    lock_key = keys.moves_lock(MODEL)
 
     if registry_url.startswith("s3://"):
         server = request.getfixturevalue("s3_server")
@@ -111,7 +112,7 @@ def test_move_that_waited_for_gc_fails_cleanly_when_gc_deleted_its_target(
         via_proxy = {"AWS_ENDPOINT_URL": proxy.endpoint}
         gc = start_cli("gc", MODEL, "--keep", "1", url=url, env=via_proxy)
         wait_until(lambda: proxy.count("GET", path) >= 1, timeout=30)
-        holder = json.loads(registry.store.read(registry.lock_key(MODEL, "moves")).data)
+        holder = json.loads(registry.store.read(keys.moves_lock(MODEL)).data)
         assert holder["intent"] is None  # gc's lease, not a move's
         promote = start_cli("promote", MODEL, "v1", "--pointer", "CANARY", url=url)
         promote_rc, _out, promote_err = finish(promote)
@@ -136,7 +137,7 @@ def test_dead_movers_lease_is_settled_by_the_next_promote(
     publish_three(registry, model_file)
     promote_api(registry, "v2")
     lease = dead_lease("dead1", "dead@mover", ROLLBACK_INTENT)
-    registry.store.put(registry.lock_key(MODEL, "moves"), lease)
+    registry.store.put(keys.moves_lock(MODEL), lease)
     registry.store.put(f"{MODEL}/CURRENT", b"v1\n")  # the dead mover's swap landed
 
     ok(cli_move(registry_url, registry, "promote", "v3", "--reason", "v3 fixes it"))
@@ -150,7 +151,7 @@ def test_dead_movers_lease_is_settled_by_the_next_promote(
     ]
     assert events[2]["recovered"] is True
     assert pointer_version(registry) == "v3"
-    assert not exists(registry, registry.lock_key(MODEL, "moves"))
+    assert not exists(registry, keys.moves_lock(MODEL))
     assert_invariants(registry)
 
 
@@ -161,7 +162,7 @@ def test_racers_taking_over_one_stale_lease_settle_it_once(
     publish_three(registry, model_file)
     promote_api(registry, "v2")
     lease = dead_lease("dead1", "dead@mover", ROLLBACK_INTENT)
-    registry.store.put(registry.lock_key(MODEL, "moves"), lease)
+    registry.store.put(keys.moves_lock(MODEL), lease)
     registry.store.put(f"{MODEL}/CURRENT", b"v1\n")
 
     barrier = threading.Barrier(4)
@@ -188,7 +189,7 @@ def test_racers_taking_over_one_stale_lease_settle_it_once(
     assert outcomes.count("moved") == 1, outcomes
     assert set(outcomes) <= {"moved", "already", "PointerMoved"}, outcomes
     events = EventLog(registry.store, MODEL).all()
-    assert [(e["from"], e["to"], e["type"], e.get("recovered")) for e in events] == [
+    assert [(e.from_version, e.to, e.type, e.recovered) for e in events] == [
         (None, "v1", "promote", None),
         ("v1", "v2", "promote", None),
         ("v2", "v1", "rollback", True),
@@ -232,9 +233,7 @@ def test_gc_that_breaks_a_dead_movers_lease_settles_the_dead_move(
     """gc taking over a dead mover's lease settles its intent, as a move would: one event a move."""
     publish_three(registry, model_file)
     promote_api(registry, "v2")
-    registry.store.put(
-        registry.lock_key(MODEL, "moves"), dead_lease("dead1", "dead@mover", ROLLBACK_INTENT)
-    )
+    registry.store.put(keys.moves_lock(MODEL), dead_lease("dead1", "dead@mover", ROLLBACK_INTENT))
     if landed:  # its swap landed and no event of it was kept: CURRENT names v1
         registry.store.put(f"{MODEL}/CURRENT", b"v1\n")
         expected = [
@@ -256,6 +255,6 @@ def test_gc_that_breaks_a_dead_movers_lease_settles_the_dead_move(
         ]
 
     ok(run_cli("gc", MODEL, "--keep", "1", registry=registry_url))
-    assert not exists(registry, registry.lock_key(MODEL, "moves"))
+    assert not exists(registry, keys.moves_lock(MODEL))
     assert moves(history_json(registry_url)) == expected
     assert_invariants(registry)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from modelswap import keys
 from modelswap.cleanup import collect_garbage
 from modelswap.errors import (
     Busy,
@@ -20,7 +21,9 @@ from modelswap.errors import (
 )
 from modelswap.locks import acquire
 from modelswap.pointers import Move, history, move_pointer, read_pointer, rollback_target
-from modelswap.registry import PublishRequest, Registry
+from modelswap.publish import PublishRequest
+from modelswap.publish import publish as publish_request
+from modelswap.registry import Registry
 
 MakeFile = Callable[[str, bytes], Path]
 
@@ -33,7 +36,7 @@ def publish(registry: Registry, make: MakeFile, data: bytes, version: str | None
         metrics={"validation_accuracy": 0.9},
         actor="tester",
     )
-    return registry.publish(req).version
+    return publish_request(registry, req).version
 
 
 def promote(registry: Registry, version: str, **kw: str) -> dict[str, object] | None:
@@ -79,7 +82,7 @@ def test_publish_while_another_holds_the_version_lock_is_busy(
 ) -> None:
     """A live publish lock on v3 makes a second publisher of v3 fail with Busy."""
     with (
-        acquire(registry.store, registry.lock_key("clf", "publish-v3"), "v3", actor="other"),
+        acquire(registry.store, keys.publish_lock("clf", "v3"), "v3", actor="other"),
         pytest.raises(Busy, match="locked by other"),
     ):
         publish(registry, model_file, b"x", version="v3")
@@ -92,9 +95,9 @@ def test_promote_moves_pointer_and_logs_one_event(registry: Registry, model_file
     promote(registry, "v1", reason="first")
     event = promote(registry, "v2", reason="better")
     assert event is not None
-    assert (event["seq"], event["from"], event["to"], event["type"]) == (2, "v1", "v2", "promote")
+    assert (event.seq, event.from_version, event.to, event.type) == (2, "v1", "v2", "promote")
     assert registry.store.read("clf/CURRENT").data == b"v2\n"
-    assert [e["to"] for e in history(registry, "clf")] == ["v1", "v2"]
+    assert [e.to for e in history(registry, "clf")] == ["v1", "v2"]
 
 
 def test_promote_of_missing_or_incomplete_version_is_refused(
@@ -142,7 +145,7 @@ def test_hand_edited_pointer_is_honoured_and_logged_out_of_band(three_versions: 
     promote(registry, "v1")
     registry.store.put("clf/CURRENT", b"v2\n")  # echo v2 | aws s3 cp - .../CURRENT
     shown = history(registry, "clf")
-    assert [(e["seq"], e["from"], e["to"], e["type"]) for e in shown][-1] == (
+    assert [(e.seq, e.from_version, e.to, e.type) for e in shown][-1] == (
         None,
         "v1",
         "v2",
@@ -150,7 +153,7 @@ def test_hand_edited_pointer_is_honoured_and_logged_out_of_band(three_versions: 
     )
     assert rollback_target(registry, "clf", "CURRENT") == "v1"
     promote(registry, "v3")
-    logged = [(e["seq"], e["from"], e["to"], e["type"]) for e in history(registry, "clf")]
+    logged = [(e.seq, e.from_version, e.to, e.type) for e in history(registry, "clf")]
     assert logged == [
         (1, None, "v1", "promote"),
         (2, "v1", "v2", "out-of-band"),
@@ -221,7 +224,7 @@ def test_unknown_metadata_keys_are_kept(registry: Registry, model_file: MakeFile
         files={"model.onnx": model_file("model.onnx", b"1")},
         extra={"owner": "team-a", "labels": {"tier": 1}},
     )
-    registry.publish(req)
+    publish_request(registry, req)
     raw = registry.metadata("clf", "v1").raw
     assert (raw["owner"], raw["labels"]) == ("team-a", {"tier": 1})
 

@@ -19,7 +19,8 @@ import pytest
 
 from modelswap.agent.server import refresh_allowed
 from modelswap.pointers import Move, move_pointer
-from modelswap.registry import PublishRequest, Registry
+from modelswap.publish import PublishRequest, publish
+from modelswap.registry import Registry
 from modelswap.store import open_store
 from tests import seaweed
 from tests.agentproc import AgentProc
@@ -229,7 +230,7 @@ def test_refresh_with_a_token_refuses_callers_without_it(
     registry_url: str, tmp_path: Path, model_file: Any, registry: Registry
 ) -> None:
     """With MODELSWAP_REFRESH_TOKEN set, POST /refresh needs the bearer token, loopback too."""
-    registry.publish(PublishRequest(model="clf", files={"m": model_file("m", b"1")}, version="v1"))
+    publish(registry, PublishRequest(model="clf", files={"m": model_file("m", b"1")}, version="v1"))
     move_pointer(registry, Move("clf", "CURRENT", "v1", "promote", "t"))
     agent = AgentProc(
         registry_url, "clf", tmp_path / "dest", env={"MODELSWAP_REFRESH_TOKEN": "tok-3f9a7c"}

@@ -12,11 +12,16 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Event",
+    "FleetStatus",
+    "GateRecord",
     "GateRefused",
     "GateResult",
+    "GcReport",
     "History",
+    "InstanceStatus",
     "Metadata",
     "ModelswapError",
+    "ProgressSink",
     "PromoteResult",
     "Registry",
     "VersionInfo",
@@ -24,17 +29,25 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from modelswap.api import Event, History, PromoteResult, Registry, VersionInfo
+    from modelswap.api import Registry
+    from modelswap.cleanup import GcReport
     from modelswap.errors import GateRefused, ModelswapError
     from modelswap.gate import GateResult
     from modelswap.metadata import Metadata
+    from modelswap.records import Event, FleetStatus, GateRecord, InstanceStatus
+    from modelswap.results import History, ProgressSink, PromoteResult, VersionInfo
 
 _HOMES = {
-    "Event": "modelswap.api",
-    "History": "modelswap.api",
-    "PromoteResult": "modelswap.api",
     "Registry": "modelswap.api",
-    "VersionInfo": "modelswap.api",
+    "Event": "modelswap.records",
+    "GateRecord": "modelswap.records",
+    "FleetStatus": "modelswap.records",
+    "InstanceStatus": "modelswap.records",
+    "History": "modelswap.results",
+    "PromoteResult": "modelswap.results",
+    "VersionInfo": "modelswap.results",
+    "ProgressSink": "modelswap.results",
+    "GcReport": "modelswap.cleanup",
     "GateRefused": "modelswap.errors",
     "ModelswapError": "modelswap.errors",
     "GateResult": "modelswap.gate",

@@ -12,18 +12,14 @@ prints as `error:` and `hint:`. The CLI is a view of this class.
 from __future__ import annotations
 
 import os
-import shutil
-import threading
-import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from modelswap import render
 from modelswap.cleanup import GcReport, collect_garbage
 from modelswap.config import DEFAULT_REGISTRY, default_actor
-from modelswap.download import FetchStats, fetch_version
+from modelswap.download import download_into
 from modelswap.errors import GateRefused, InvalidMetadata, ModelswapError, UsageError
 from modelswap.evaluate import EvaluationError
 from modelswap.fleet import fleet_status
@@ -48,112 +44,22 @@ from modelswap.pointers import (
     require_pointer,
     rollback_plan,
 )
-from modelswap.registry import METADATA_KEYS, PublishRequest, collect_files
+from modelswap.publish import METADATA_KEYS, PublishRequest, collect_files, publish
+from modelswap.records import Event, FleetStatus, GateRecord
 from modelswap.registry import Registry as _Versions
+from modelswap.results import History, ProgressSink, PromoteResult, VersionInfo
 from modelswap.store import StoreOptions, open_store
 from modelswap.store.local import LocalStore
 
 Evaluator = Callable[[Path, Path], dict[str, float]]
+GC_KEEP = 5  # gc keeps this many newest versions (and those of the last GC_KEEP events)
+STALE_AFTER_S = 90.0  # an instance silent this long is stale in `status`
+STORE_TIMEOUT_S = StoreOptions.read_timeout_s
 
 
-class ProgressSink(Protocol):
-    """Told the size of a long transfer, then every chunk's (modelswap.progress.Progress)."""
-
-    def start(self, total: int) -> None: ...
-
-    def add(self, nbytes: int) -> None: ...
-
-
-@dataclass(frozen=True)
-class VersionInfo:
-    """One row of `versions`: a complete version, or a folder that is not one (`problem`)."""
-
-    version: str
-    created: str | None
-    size: int
-    metrics: dict[str, float]
-    pointers: tuple[str, ...]
-    complete: bool
-    problem: str | None
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "version": self.version,
-            "created": self.created,
-            "metrics": dict(self.metrics),
-            "size": self.size,
-            "pointers": list(self.pointers),
-            "complete": self.complete,
-            "problem": self.problem,
-        }
-
-
-@dataclass(frozen=True)
-class Event:
-    """One logged pointer move (`history --json` fields; `from` is `from_version` here)."""
-
-    seq: int | None
-    time: str | None
-    actor: str | None
-    pointer: str
-    from_version: str | None
-    to: str | None
-    reason: str | None
-    gate: dict[str, Any] | None
-    type: str
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    @classmethod
-    def from_json(cls, raw: dict[str, Any]) -> Event:
-        known = {"seq", "time", "actor", "pointer", "from", "to", "reason", "gate", "type"}
-        return cls(
-            seq=raw.get("seq"),
-            time=raw.get("time"),
-            actor=raw.get("actor"),
-            pointer=str(raw.get("pointer")),
-            from_version=raw.get("from"),
-            to=raw.get("to"),
-            reason=raw.get("reason"),
-            gate=raw.get("gate"),
-            type=str(raw.get("type")),
-            extra={k: v for k, v in raw.items() if k not in known},
-        )
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            **self.extra,
-            "seq": self.seq,
-            "time": self.time,
-            "actor": self.actor,
-            "pointer": self.pointer,
-            "from": self.from_version,
-            "to": self.to,
-            "reason": self.reason,
-            "gate": self.gate,
-            "type": self.type,
-        }
-
-
-@dataclass(frozen=True)
-class History:
-    events: tuple[Event, ...]
-    warnings: tuple[ModelswapError, ...]  # unreadable events, malformed pointers: skipped
-
-
-@dataclass(frozen=True)
-class PromoteResult:
-    """What a promote did: `event` is None when the pointer already named the version."""
-
-    model: str
-    pointer: str
-    version: str
-    event: Event | None
-    gate: GateResult | None = None
-    forced: bool = False
-
-    @property
-    def moved(self) -> bool:
-        return self.event is not None
+def is_pointer_name(name: str) -> bool:
+    """CURRENT, CANARY, ...: upper-case names are pointers, lower-case ones versions."""
+    return POINTER_RE.fullmatch(name) is not None
 
 
 class Registry:
@@ -165,7 +71,7 @@ class Registry:
         url: str | os.PathLike[str] = DEFAULT_REGISTRY,
         *,
         actor: str | None = None,
-        store_timeout_s: float = StoreOptions.read_timeout_s,
+        store_timeout_s: float = STORE_TIMEOUT_S,
     ) -> None:
         options = StoreOptions(read_timeout_s=store_timeout_s)
         problems = options.validate()
@@ -219,7 +125,7 @@ class Registry:
             actor=self.actor,
             progress=progress.add if progress is not None else None,
         )
-        return self._versions.publish(req)
+        return publish(self._versions, req)
 
     @property
     def creates_folder(self) -> bool:
@@ -228,9 +134,19 @@ class Registry:
         store = self._versions.store
         return isinstance(store, LocalStore) and not store.root.exists()
 
-    def versions(self, model: str) -> list[VersionInfo]:
+    def versions(
+        self, model: str, *, warnings: list[ModelswapError] | None = None
+    ) -> list[VersionInfo]:
+        """Every version folder, complete or not, with the pointers naming it. Malformed
+        pointers are left out of the rows and appended to `warnings` when given."""
         metas = self._versions.all_metadata(check_model(model))
-        named = self.pointer_names(model)
+        named: dict[str, list[str]] = {}
+        for name, found in list_pointers(self._versions, model).items():
+            if isinstance(found, ModelswapError):
+                if warnings is not None:
+                    warnings.append(found)
+            else:
+                named.setdefault(found.version, []).append(name)
         rows = []
         for v, m in metas.items():
             ok = isinstance(m, Metadata)
@@ -300,7 +216,9 @@ class Registry:
                 out[v] = [f"INVALID: {meta}" if meta else "INCOMPLETE (no metadata.json)"]
         return out
 
-    def gc(self, model: str, *, keep: int = 5, dry_run: bool = False) -> GcReport:
+    def gc(self, model: str, *, keep: int = GC_KEEP, dry_run: bool = False) -> GcReport:
+        """Delete versions no pointer, recent event or the `keep` newest need (and leftovers
+        of interrupted publishes); dry_run only reports."""
         return collect_garbage(
             self._versions, check_model(model), keep=keep, dry_run=dry_run, actor=self.actor
         )
@@ -316,31 +234,14 @@ class Registry:
         which must not exist yet: it appears by rename once every file matched its sha256."""
         check_model(model)
         version = version_or_pointer
-        if POINTER_RE.fullmatch(version_or_pointer):
+        if is_pointer_name(version_or_pointer):
             version = require_pointer(self._versions, model, version_or_pointer).version
         meta = self._versions.metadata(model, check_version(version))
         if progress is not None:
             progress.start(meta.size)
-        target = Path(dest)
-        if os.path.lexists(target):
-            raise UsageError(f"{target} already exists", hint="download into a new folder")
-        staging = target.with_name(f".{target.name}.partial-{uuid.uuid4().hex[:8]}")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        staging.mkdir()
-        try:
-            fetch_version(
-                store=self._versions.store,
-                model=model,
-                meta=meta,
-                metadata_bytes=meta.to_json(),
-                staging=staging,
-                cancel=threading.Event(),
-                stats=FetchStats(on_bytes=progress.add if progress else None),
-            )
-            os.rename(staging, target)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
-        return target
+        return download_into(
+            self._versions.store, model, meta, Path(dest), progress.add if progress else None
+        )
 
     # -- pointers --------------------------------------------------------------------------
 
@@ -356,9 +257,11 @@ class Registry:
         minimum: float | None = None,
         against: str | None = None,
         pointer: str = DEFAULT_POINTER,
+        progress: ProgressSink | None = None,
     ) -> GateResult:
         """Evaluate candidate and `against` (default: what the pointer names) on one eval
-        set; `.passed` says whether the candidate may go live."""
+        set; `.passed` says whether the candidate may go live. `progress` is told the bytes
+        of both versions' downloads."""
         name, direction = parse_metric(metric)
         spec = GateSpec(Path(eval_set), name, direction, tolerance, evaluator, minimum)
         return run_gate(
@@ -368,6 +271,7 @@ class Registry:
             spec,
             against=check_version(against) if against else None,
             pointer=check_pointer_name(pointer),
+            progress=progress,
         )
 
     def promote(
@@ -399,7 +303,7 @@ class Registry:
                 hint="without gate options promote is not gated and needs no force",
             )
         expect = check_version(expect) if expect else None
-        gate_record: dict[str, Any] | None = None
+        gate_record: GateRecord | None = None
         result: GateResult | None = None
         if eval_set is not None:
             state = read_pointer(self._versions, model, pointer)
@@ -418,19 +322,20 @@ class Registry:
             except (GateError, EvaluationError) as e:  # a gate that cannot judge refuses...
                 if not force:  # ...unless forced, and then the error is what is recorded
                     raise
-                gate_record = {"error": str(e), "passed": False, "forced": True}
-                gate_record["forced_by"] = self.actor
+                gate_record = GateRecord(
+                    passed=False, forced=True, forced_by=self.actor, error=str(e)
+                )
             else:
                 if not result.passed and not force:
                     raise GateRefused(result, model, pointer, against)
-                gate_record = result.event(forced_by=self.actor if not result.passed else None)
+                gate_record = result.record(forced_by=self.actor if not result.passed else None)
             expect = expect or against  # the pointer must not move while we evaluated
         move = Move(
             model, pointer, version, "promote", self.actor, reason, gate_record, expect, verify
         )
         event = move_pointer(self._versions, move)
-        forced = bool(gate_record and gate_record.get("forced"))
-        return PromoteResult(model, pointer, version, _event(event), result, forced)
+        forced = gate_record is not None and gate_record.forced
+        return PromoteResult(model, pointer, version, event, result, forced)
 
     def rollback(
         self,
@@ -447,21 +352,40 @@ class Registry:
         else:  # back from exactly the version the log was read for
             target, expect = rollback_plan(self._versions, model, pointer)
         move = Move(model, pointer, target, "rollback", self.actor, reason, None, expect)
-        return PromoteResult(model, pointer, target, _event(move_pointer(self._versions, move)))
+        return PromoteResult(model, pointer, target, move_pointer(self._versions, move))
 
     def history(self, model: str) -> History:
         problems: list[ModelswapError] = []
         events = history(self._versions, check_model(model), problems)
-        return History(tuple(Event.from_json(e) for e in events), tuple(problems))
+        return History(tuple(events), tuple(problems))
 
     def status(
-        self, model: str, *, pointer: str = DEFAULT_POINTER, stale_after_s: float = 90.0
-    ) -> dict[str, Any]:
-        """The fleet: `{pointer, version, converged, instances: [...]}` (see README)."""
+        self, model: str, *, pointer: str = DEFAULT_POINTER, stale_after_s: float = STALE_AFTER_S
+    ) -> FleetStatus:
+        """Every agent's report for the pointer and whether the fleet converged on it."""
         return fleet_status(
             self._versions, check_model(model), check_pointer_name(pointer), stale_after_s
         )
 
 
-def _event(raw: dict[str, Any] | None) -> Event | None:
-    return Event.from_json(raw) if raw is not None else None
+__all__ = [
+    "DEFAULT_POINTER",
+    "DEFAULT_TOLERANCE",
+    "GC_KEEP",
+    "METADATA_KEYS",
+    "STALE_AFTER_S",
+    "STORE_TIMEOUT_S",
+    "Evaluator",
+    "Event",
+    "FleetStatus",
+    "GateRecord",
+    "GateResult",
+    "GcReport",
+    "History",
+    "Metadata",
+    "ProgressSink",
+    "PromoteResult",
+    "Registry",
+    "VersionInfo",
+    "is_pointer_name",
+]

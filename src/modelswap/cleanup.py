@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 from dataclasses import dataclass, field
 
-from modelswap import locks
+from modelswap import keys, locks
 from modelswap.errors import Busy, InvalidMetadata, InvalidPointer, UsageError, VersionNotFound
 from modelswap.events import EventLog
 from modelswap.metadata import Metadata
@@ -45,16 +45,16 @@ def collect_garbage(
                 )
             report.kept.setdefault(state.version, f"named by {name}")
         for event in EventLog(registry.store, model).all()[-keep:]:
-            for v in (event.get("from"), event.get("to")):
-                if isinstance(v, str):
-                    report.kept.setdefault(v, f"in event {event['seq']}")
+            for v in (event.from_version, event.to):
+                if v is not None:
+                    report.kept.setdefault(v, f"in event {event.seq}")
         metas = registry.all_metadata(model)
         complete = {v: m for v, m in metas.items() if isinstance(m, Metadata)}
         for v in sorted(complete, key=lambda v: _created(complete[v]), reverse=True)[:keep]:
             report.kept.setdefault(v, f"among the {keep} newest")
         publishing = {
-            o.key.rsplit("/", 1)[-1].removeprefix("publish-").removesuffix(".lock")
-            for o in registry.store.objects(f"{model}/.locks/publish-")
+            keys.lock_name(o.key).removeprefix(keys.PUBLISH_LOCK_PREFIX)
+            for o in registry.store.objects(keys.publish_locks_prefix(model))
         }
         for v, m in metas.items():
             if isinstance(m, InvalidMetadata):
@@ -80,7 +80,7 @@ def _delete_partial(registry: Registry, model: str, version: str, actor: str) ->
     try:
         lease = locks.acquire(
             registry.store,
-            registry.lock_key(model, f"publish-{version}"),
+            keys.publish_lock(model, version),
             f"version {model}/{version}",
             actor=actor,
             ttl_s=registry.lease_ttl_s,

@@ -15,16 +15,19 @@ import itertools
 import os
 import shutil
 import threading
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from modelswap import keys
 from modelswap.errors import (
     Cancelled,
     IntegrityError,
     LocalIOError,
     ObjectNotFound,
+    UsageError,
     VersionNotFound,
 )
 from modelswap.metadata import METADATA_FILE, Metadata
@@ -74,7 +77,7 @@ def fetch_version(
         target.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
         _download(
             store=store,
-            key=f"{model}/{meta.version}/{name}",
+            key=keys.version_file(model, meta.version, name),
             target=target,
             size=entry.size,
             sha256=entry.sha256,
@@ -100,6 +103,36 @@ def fetch_version(
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+
+
+def download_into(
+    store: Store,
+    model: str,
+    meta: Metadata,
+    target: Path,
+    on_bytes: Callable[[int], None] | None = None,
+) -> Path:
+    """A verified copy of a version in folder `target`, which must not exist yet: it appears
+    by rename once every file matched its sha256 (`modelswap download`)."""
+    if os.path.lexists(target):
+        raise UsageError(f"{target} already exists", hint="download into a new folder")
+    staging = target.with_name(f".{target.name}.partial-{uuid.uuid4().hex[:8]}")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging.mkdir()
+    try:
+        fetch_version(
+            store=store,
+            model=model,
+            meta=meta,
+            metadata_bytes=meta.to_json(),
+            staging=staging,
+            cancel=threading.Event(),
+            stats=FetchStats(on_bytes=on_bytes),
+        )
+        os.rename(staging, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
 
 
 def _write_named(path: Path, data: bytes) -> None:

@@ -18,6 +18,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from modelswap import keys
 from modelswap.errors import (
     Busy,
     InvalidMetadata,
@@ -26,12 +27,11 @@ from modelswap.errors import (
     PreconditionFailed,
 )
 from modelswap.names import NAME_RE, POINTER_RE
+from modelswap.records import Event
 from modelswap.store import Store
 
-EVENTS_DIR = "events"
 EVENT_MAX_BYTES = 1 << 20
 _KEY_RE = re.compile(r"(\d{10,})\.json")
-FIELDS = ("seq", "time", "actor", "pointer", "from", "to", "reason", "gate", "type")
 # Planted keys at the next numbers could keep a writer busy; past this many it gives up.
 APPEND_ATTEMPTS = 20
 
@@ -50,7 +50,7 @@ class EventLog:
     def __init__(self, store: Store, model: str) -> None:
         self.store = store
         self.model = model
-        self.prefix = f"{model}/{EVENTS_DIR}/"
+        self.prefix = keys.events_prefix(model)
         self.problems: list[InvalidMetadata] = []  # unreadable events met so far, each once
 
     def refs(self) -> list[EventRef]:
@@ -73,7 +73,7 @@ class EventLog:
         if str(error) not in {str(p) for p in self.problems}:
             self.problems.append(error)
 
-    def read(self, ref: EventRef) -> dict[str, Any]:
+    def read(self, ref: EventRef) -> Event:
         """One event; InvalidMetadata (naming the object) when it is not one."""
         where = f"{self.store.url}/{ref.key}"
         hint = f"fix or delete {where} by hand; until then it is skipped"
@@ -91,10 +91,9 @@ class EventLog:
             raise InvalidMetadata(f"event {where} names no valid pointer", hint=hint)
         if not _version_or_none(event.get("to")) or not _version_or_none(event.get("from")):
             raise InvalidMetadata(f"event {where} has an invalid 'from' or 'to'", hint=hint)
-        event["seq"] = ref.seq
-        return event
+        return Event.from_json(event).with_seq(ref.seq)
 
-    def _read_or_skip(self, ref: EventRef) -> dict[str, Any] | None:
+    def _read_or_skip(self, ref: EventRef) -> Event | None:
         try:
             return self.read(ref)
         except InvalidMetadata as e:
@@ -103,7 +102,7 @@ class EventLog:
         except ObjectNotFound:
             return None  # removed between the listing and the read (a failed move's event)
 
-    def all(self) -> list[dict[str, Any]]:
+    def all(self) -> list[Event]:
         """Every readable event, oldest first; unreadable ones land in self.problems."""
         refs = self.refs()
         if not refs:
@@ -112,33 +111,33 @@ class EventLog:
             events = list(pool.map(self._read_or_skip, refs))
         return [e for e in events if e is not None]
 
-    def last(self, pointer: str) -> dict[str, Any] | None:
+    def last(self, pointer: str) -> Event | None:
         """The pointer's latest readable event, read newest first (usually one or two GETs)."""
         for ref in reversed(self.refs()):
             event = self._read_or_skip(ref)
-            if event is not None and event.get("pointer") == pointer:
+            if event is not None and event.pointer == pointer:
                 return event
         return None
 
-    def find(self, field: str, value: str, within: int = 50) -> dict[str, Any] | None:
-        """The newest event among the last `within` whose `field` is value."""
+    def find_move(self, move_id: str, within: int = 50) -> Event | None:
+        """The newest event among the last `within` that the move `move_id` wrote."""
         for ref in list(reversed(self.refs()))[:within]:
             event = self._read_or_skip(ref)
-            if event is not None and event.get(field) == value:
+            if event is not None and event.move_id == move_id:
                 return event
         return None
 
-    def append(self, event: dict[str, Any]) -> dict[str, Any]:
+    def append(self, event: Event) -> Event:
         """Write event one past the highest sequence number; returns it with `seq` set."""
         refs = self.refs()
         seq = refs[-1].seq + 1 if refs else 1
-        body = {k: event.get(k) for k in FIELDS if k != "seq"}
-        body.update({k: v for k, v in event.items() if k not in FIELDS})
+        body = event.to_json()
+        body.pop("seq")  # the key says it; a stored copy could only disagree
         data = (json.dumps(body, sort_keys=True) + "\n").encode()
         for _ in range(APPEND_ATTEMPTS):
             try:
                 self.store.put_new(self.key(seq), data)
-                return {"seq": seq, **body}
+                return event.with_seq(seq)
             except ObjectExists:
                 seq += 1  # a key planted by hand since our listing
         raise Busy(
@@ -147,10 +146,12 @@ class EventLog:
             hint="something else is writing under events/; nothing was moved",
         )
 
-    def remove(self, event: dict[str, Any]) -> None:
+    def remove(self, event: Event) -> None:
         """Delete an event written for a move that did not happen: only if the object at its
         key is still that move's (same move_id), so a number reused since is never touched."""
-        key = self.key(int(event["seq"]))
+        if event.seq is None:
+            return
+        key = self.key(event.seq)
         try:
             blob = self.store.read(key, max_bytes=EVENT_MAX_BYTES)
             stored = json.loads(blob.data)
@@ -158,9 +159,9 @@ class EventLog:
             return
         except ValueError:
             return  # not an event we wrote
-        if isinstance(stored, dict) and stored.get("move_id") == event.get("move_id"):
+        if isinstance(stored, dict) and stored.get("move_id") == event.move_id:
             with contextlib.suppress(PreconditionFailed):  # replaced meanwhile: not ours
                 self.store.delete(key, if_match=blob.etag)
 
     def key(self, seq: int) -> str:
-        return f"{self.prefix}{seq:010d}.json"
+        return keys.event(self.model, seq)

@@ -14,12 +14,13 @@ import threading
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
 from modelswap.download import FetchStats, fetch_version
 from modelswap.errors import ModelswapError, UsageError
 from modelswap.evaluate import EvaluationError, load_evaluator
 from modelswap.pointers import read_pointer
+from modelswap.progress import ProgressSink
+from modelswap.records import GateRecord
 from modelswap.registry import Registry
 
 # Directions of metrics whose meaning is settled; any other metric must be declared NAME:max|min.
@@ -85,8 +86,11 @@ class GateResult:
     verdict: str
     metrics: dict[str, dict[str, float]] = field(default_factory=dict)
 
-    def event(self, forced_by: str | None = None) -> dict[str, Any]:
-        return {**asdict(self), "forced": forced_by is not None, "forced_by": forced_by}
+    def record(self, forced_by: str | None = None) -> GateRecord:
+        """What an event keeps of this verdict; forced_by names who overrode a refusal."""
+        return GateRecord.from_json(
+            {**asdict(self), "forced": forced_by is not None, "forced_by": forced_by}
+        )
 
     def line(self) -> str:
         current = "none" if self.current is None else f"{self.current:.4f}"
@@ -125,6 +129,7 @@ def run_gate(
     *,
     against: str | None,
     pointer: str = "CURRENT",
+    progress: ProgressSink | None = None,
 ) -> GateResult:
     if spec.tolerance < 0 or not math.isfinite(spec.tolerance):
         raise UsageError("--tolerance must be a finite number >= 0")
@@ -140,9 +145,12 @@ def run_gate(
     evaluate = load_evaluator(spec.evaluator)
     sha = file_sha256(spec.eval_set)
     metrics: dict[str, dict[str, float]] = {}
+    versions = list(dict.fromkeys(v for v in (candidate, against) if v is not None))
+    metas = {v: registry.metadata(model, v) for v in versions}
+    if progress is not None:
+        progress.start(sum(m.size for m in metas.values()))
     with tempfile.TemporaryDirectory(prefix="modelswap-gate-") as tmp:
-        for version in dict.fromkeys(v for v in (candidate, against) if v is not None):
-            meta = registry.metadata(model, version)
+        for version, meta in metas.items():
             folder = Path(tmp) / version
             folder.mkdir()
             fetch_version(
@@ -152,7 +160,7 @@ def run_gate(
                 metadata_bytes=meta.to_json(),
                 staging=folder,
                 cancel=threading.Event(),
-                stats=FetchStats(),
+                stats=FetchStats(on_bytes=progress.add if progress is not None else None),
             )
             try:
                 metrics[version] = evaluate(folder, spec.eval_set)

@@ -7,10 +7,11 @@ event, writes its own event and then swaps the pointer with If-Match (see move_p
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from modelswap import locks
+from modelswap import keys, locks
 from modelswap.errors import (
     Busy,
     InvalidPointer,
@@ -28,7 +29,8 @@ from modelswap.events import EventLog
 from modelswap.locks import Lease
 from modelswap.metadata import rfc3339, utc_now
 from modelswap.names import POINTER_MAX_BYTES, POINTER_RE, check_pointer_name, parse_pointer
-from modelswap.registry import MOVE_WAIT_S, MOVES_LOCK, Registry
+from modelswap.records import Event, GateRecord
+from modelswap.registry import MOVE_WAIT_S, Registry
 
 DEFAULT_POINTER = "CURRENT"
 ROLLBACK_TYPES = ("rollback", "auto-rollback")
@@ -42,7 +44,7 @@ class PointerState:
 
 
 def pointer_key(model: str, pointer: str) -> str:
-    return f"{model}/{pointer}"
+    return keys.pointer(model, pointer)
 
 
 def read_pointer(registry: Registry, model: str, pointer: str) -> PointerState | None:
@@ -64,8 +66,9 @@ def read_pointer(registry: Registry, model: str, pointer: str) -> PointerState |
 def list_pointers(registry: Registry, model: str) -> dict[str, PointerState | InvalidPointer]:
     """Every pointer of the model; a malformed one maps to its error instead of hiding it."""
     out: dict[str, PointerState | InvalidPointer] = {}
-    for info in registry.store.objects(f"{model}/"):
-        name = info.key[len(model) + 1 :]
+    prefix = keys.model_prefix(model)
+    for info in registry.store.objects(prefix):
+        name = keys.name_under(prefix, info.key)
         if "/" in name or not POINTER_RE.fullmatch(name):
             continue
         try:
@@ -86,24 +89,20 @@ def require_pointer(registry: Registry, model: str, pointer: str) -> PointerStat
     return state
 
 
-def out_of_band_event(
-    last: dict[str, Any] | None, state: PointerState | None, pointer: str
-) -> dict[str, Any] | None:
+def out_of_band_event(last: Event | None, state: PointerState | None, pointer: str) -> Event | None:
     """The hand edit that explains a pointer whose value is not the log's last `to`."""
-    logged = last.get("to") if last else None
+    logged = last.to if last else None
     current = state.version if state else None
     if logged == current:
         return None
-    return {
-        "time": state.modified if state else utc_now(),
-        "actor": None,
-        "pointer": pointer,
-        "from": logged,
-        "to": current,
-        "reason": "pointer changed outside modelswap",
-        "gate": None,
-        "type": "out-of-band",
-    }
+    return Event(
+        pointer=pointer,
+        from_version=logged,
+        to=current,
+        type="out-of-band",
+        time=state.modified if state else utc_now(),
+        reason="pointer changed outside modelswap",
+    )
 
 
 @dataclass(frozen=True)
@@ -114,12 +113,12 @@ class Move:
     type: str  # promote | rollback
     actor: str
     reason: str | None = None
-    gate: dict[str, Any] | None = None
+    gate: GateRecord | None = None
     expect: str | None = None  # refuse unless the pointer names this (None: what we read)
     verify: bool = False  # re-hash every stored file of the target first (sizes always)
 
 
-def move_pointer(registry: Registry, move: Move) -> dict[str, Any] | None:
+def move_pointer(registry: Registry, move: Move) -> Event | None:
     """Move the pointer; returns the event, or None when it already names move.to.
 
     Under the model's move lease: the event is written first, then the pointer is swapped by
@@ -137,14 +136,14 @@ def move_pointer(registry: Registry, move: Move) -> dict[str, Any] | None:
     if seen is not None and seen.version == move.to:
         return None
     log = EventLog(registry.store, move.model)
-    intent = {
-        "pointer": move.pointer,
-        "from": seen.version if seen else None,
-        "to": move.to,
-        "type": move.type,
-        "reason": move.reason,
-        "gate": move.gate,
-    }
+    intent = Event(
+        pointer=move.pointer,
+        from_version=seen.version if seen else None,
+        to=move.to,
+        type=move.type,
+        reason=move.reason,
+        gate=move.gate,
+    ).to_json()
     lease = acquire_moves(registry, move.model, actor=move.actor, intent=intent)
     with lease:
         now = read_pointer(registry, move.model, move.pointer)
@@ -168,21 +167,19 @@ def move_pointer(registry: Registry, move: Move) -> dict[str, Any] | None:
         return event
 
 
-def _append_move(
-    log: EventLog, move: Move, now: PointerState | None, lease: Lease
-) -> dict[str, Any]:
+def _append_move(log: EventLog, move: Move, now: PointerState | None, lease: Lease) -> Event:
     return log.append(
-        {
-            "time": utc_now(),
-            "actor": move.actor,
-            "pointer": move.pointer,
-            "from": now.version if now else None,
-            "to": move.to,
-            "reason": move.reason,
-            "gate": move.gate,
-            "type": move.type,
-            "move_id": lease.owner,
-        }
+        Event(
+            pointer=move.pointer,
+            from_version=now.version if now else None,
+            to=move.to,
+            type=move.type,
+            actor=move.actor,
+            time=utc_now(),
+            reason=move.reason,
+            gate=move.gate,
+            move_id=lease.owner,
+        )
     )
 
 
@@ -196,7 +193,7 @@ def acquire_moves(
     log = EventLog(registry.store, model)
     return locks.acquire(
         registry.store,
-        registry.lock_key(model, MOVES_LOCK),
+        keys.moves_lock(model),
         f"the pointers of {model}",
         actor=actor,
         intent=intent,
@@ -213,7 +210,7 @@ def _swap(
     lease: Lease,
     move: Move,
     now: PointerState | None,
-    event: dict[str, Any],
+    event: Event,
 ) -> None:
     data = f"{move.to}\n".encode()
     key = pointer_key(move.model, move.pointer)
@@ -243,34 +240,31 @@ def _swap(
 def _settle_dead_move(registry: Registry, log: EventLog, model: str, held: dict[str, Any]) -> None:
     """A lease whose holder died mid-move: make the log match the pointer again. Runs only in
     the one process that won the lease's compare-and-swap take-over."""
-    intent = held.get("intent")
-    if not isinstance(intent, dict) or not isinstance(intent.get("pointer"), str):
+    raw = held.get("intent")
+    if not isinstance(raw, dict) or not isinstance(raw.get("pointer"), str):
         return
-    pointer = intent["pointer"]
-    state = read_pointer(registry, model, pointer)
+    intent = Event.from_json(raw)
+    state = read_pointer(registry, model, intent.pointer)
     current = state.version if state else None
     owner = held.get("owner")
-    written = log.find("move_id", owner) if isinstance(owner, str) else None
+    written = log.find_move(owner) if isinstance(owner, str) else None
     if written is not None:
-        if current != intent.get("to") and current == intent.get("from"):
+        if current != intent.to and current == intent.from_version:
             log.remove(written)  # the event was written, the pointer never moved
         return
-    last = log.last(pointer)
-    logged_to = last.get("to") if last else None
-    if current == intent.get("to") and logged_to == intent.get("from"):
+    last = log.last(intent.pointer)
+    logged_to = last.to if last else None
+    if current == intent.to and logged_to == intent.from_version:
+        actor = held.get("actor")
         log.append(  # the pointer moved and the process died before logging it
-            {
-                "time": state.modified if state else utc_now(),
-                "actor": held.get("actor"),
-                "pointer": pointer,
-                "from": intent.get("from"),
-                "to": intent.get("to"),
-                "reason": intent.get("reason") or "recorded after the moving command died",
-                "gate": intent.get("gate"),
-                "type": intent.get("type") or "promote",
-                "recovered": True,
-                "move_id": owner,
-            }
+            dataclasses.replace(
+                intent,
+                actor=actor if isinstance(actor, str) else None,
+                time=state.modified if state else utc_now(),
+                reason=intent.reason or "recorded after the moving command died",
+                recovered=True,
+                move_id=owner if isinstance(owner, str) else None,
+            )
         )
 
 
@@ -283,26 +277,22 @@ def rollback_plan(registry: Registry, model: str, pointer: str) -> tuple[str, st
     """(target, the version the pointer names now): the move is made only from that one."""
     state = require_pointer(registry, model, pointer)
     log = EventLog(registry.store, model)
-    moves = [e for e in log.all() if e.get("pointer") == pointer]
+    moves = [e for e in log.all() if e.pointer == pointer]
     oob = out_of_band_event(moves[-1] if moves else None, state, pointer)
     if oob is not None:
         moves.append(oob)
     # The last known-good version: walking back through the moves, the first `from` that is
     # neither live now nor a version some rollback already left. So a second rollback after
     # a bad v3 (v2 -> v3, v3 -> v2) goes on to v1 instead of putting v3 back.
-    rolled_back: set[Any] = set()
+    rolled_back: set[str | None] = set()
     for e in moves:  # rolled back from, and not deliberately promoted again since
-        if e.get("type") in ROLLBACK_TYPES:
-            rolled_back.add(e.get("from"))
+        if e.type in ROLLBACK_TYPES:
+            rolled_back.add(e.from_version)
         else:
-            rolled_back.discard(e.get("to"))
+            rolled_back.discard(e.to)
     for e in reversed(moves):
-        candidate = e.get("from")
-        if (
-            isinstance(candidate, str)
-            and candidate != state.version
-            and candidate not in rolled_back
-        ):
+        candidate = e.from_version
+        if candidate is not None and candidate != state.version and candidate not in rolled_back:
             return candidate, state.version
     raise VersionNotFound(
         f"{model}/{pointer} has no earlier version to roll back to",
@@ -312,7 +302,7 @@ def rollback_plan(registry: Registry, model: str, pointer: str) -> tuple[str, st
 
 def history(
     registry: Registry, model: str, problems: list[ModelswapError] | None = None
-) -> list[dict[str, Any]]:
+) -> list[Event]:
     """The event log, oldest first, plus a seq-less out-of-band entry for any unlogged edit.
     Unreadable events and malformed pointers are skipped and added to `problems`."""
     registry.require_model(model)
@@ -320,9 +310,9 @@ def history(
     events = log.all()
     if problems is not None:
         problems.extend(log.problems)
-    last_by_pointer: dict[str, dict[str, Any]] = {}
+    last_by_pointer: dict[str, Event] = {}
     for e in events:
-        last_by_pointer[str(e.get("pointer"))] = e
+        last_by_pointer[e.pointer] = e
     for name, state in list_pointers(registry, model).items():
         if isinstance(state, InvalidPointer):
             if problems is not None:
@@ -330,7 +320,7 @@ def history(
             continue
         oob = out_of_band_event(last_by_pointer.get(name), state, name)
         if oob is not None:
-            events.append({"seq": None, **oob})
+            events.append(oob)
     return events
 
 

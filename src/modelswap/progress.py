@@ -6,11 +6,19 @@ from __future__ import annotations
 import sys
 import threading
 import time
-from typing import TextIO
+from typing import Protocol, TextIO
 
 from modelswap.render import size_str
 
 REDRAW_S = 0.2
+
+
+class ProgressSink(Protocol):
+    """Told the size of a long transfer, then every chunk's (Progress below draws them)."""
+
+    def start(self, total: int) -> None: ...
+
+    def add(self, nbytes: int) -> None: ...
 
 
 class Progress:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any
 
 from modelswap.metadata import Metadata
+from modelswap.records import Event
 
 
 def size_str(n: int) -> str:
@@ -106,29 +108,19 @@ def diff_json(a: Metadata, b: Metadata) -> dict[str, Any]:
     }
 
 
-def history(events: list[dict[str, Any]]) -> str:
+def history(events: Sequence[Event]) -> str:
     rows = [
         [
-            "-" if e.get("seq") is None else str(e["seq"]),
-            str(e.get("time") or "-"),
-            str(e.get("actor") or "-"),
-            str(e.get("pointer")),
-            str(e.get("from") or "-"),
-            str(e.get("to") or "-"),
-            str(e.get("type")),
-            gate_str(e.get("gate")),
-            str(e.get("reason") or ""),
+            "-" if e.seq is None else str(e.seq),
+            e.time or "-",
+            e.actor or "-",
+            e.pointer,
+            e.from_version or "-",
+            e.to or "-",
+            e.type,
+            e.gate.summary() if e.gate is not None else "-",
+            e.reason or "",
         ]
         for e in events
     ]
     return table(["SEQ", "TIME", "ACTOR", "POINTER", "FROM", "TO", "TYPE", "GATE", "REASON"], rows)
-
-
-def gate_str(gate: Any) -> str:
-    if not isinstance(gate, dict):
-        return "-"
-    if gate.get("forced"):
-        return f"FORCED by {gate.get('forced_by')}"
-    if "new" in gate:
-        return f"pass {gate.get('metric')}={gate['new']:.4f}"
-    return "pass" if gate.get("passed") else "refused"

@@ -11,31 +11,13 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from modelswap import api, redact, render
-from modelswap.errors import (
-    ModelswapError,
-    UsageError,
-)
-from modelswap.gate import (
-    DEFAULT_TOLERANCE,
-    GateResult,
-    GateSpec,
-    parse_metric,
-)
-from modelswap.registry import METADATA_KEYS
-from modelswap.store import StoreOptions
+from modelswap.api import METADATA_KEYS, GateResult
+from modelswap.errors import ModelswapError, UsageError
 
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         raise UsageError(message, hint=f"see `{self.prog} --help`")
-
-
-def _store_options(args: argparse.Namespace) -> StoreOptions:
-    options = StoreOptions(read_timeout_s=args.store_timeout)
-    problems = options.validate()
-    if problems:
-        raise UsageError(problems[0], hint="e.g. --store-timeout 5")
-    return options
 
 
 def _warn(problems: list[ModelswapError]) -> None:
@@ -86,8 +68,9 @@ def _meta(items: list[str]) -> dict[str, Any]:
     return out
 
 
-def _gate_spec(args: argparse.Namespace) -> GateSpec | None:
-    """The gate asked for by promote's or gate's flags, or None when none was given."""
+def _gate_options(args: argparse.Namespace) -> dict[str, Any] | None:
+    """The keyword arguments of api.Registry.gate asked for by the gate flags, or None when
+    none was given."""
     if args.eval_set is None:
         given = [
             f for f in ("metric", "evaluator", "tolerance", "min") if getattr(args, f) is not None
@@ -95,15 +78,14 @@ def _gate_spec(args: argparse.Namespace) -> GateSpec | None:
         if given:
             raise UsageError(f"--{given[0]} needs --eval-set", hint="e.g. --eval-set eval.npz")
         return None
-    name, direction = parse_metric(args.metric or "accuracy")
-    return GateSpec(
-        eval_set=Path(args.eval_set),
-        metric=name,
-        direction=direction,
-        tolerance=DEFAULT_TOLERANCE if args.tolerance is None else args.tolerance,
-        evaluator=args.evaluator,
-        floor=args.min,
-    )
+    options: dict[str, Any] = {"eval_set": Path(args.eval_set), "minimum": args.min}
+    if args.metric is not None:
+        options["metric"] = args.metric
+    if args.tolerance is not None:
+        options["tolerance"] = args.tolerance
+    if args.evaluator is not None:
+        options["evaluator"] = args.evaluator
+    return options
 
 
 def _print_gate(result: GateResult, forced_by: str | None = None) -> None:

@@ -16,38 +16,36 @@ from modelswap.config import (
 from modelswap.errors import (
     UsageError,
 )
-from modelswap.names import check_model, check_pointer_name
-from modelswap.store import open_store
 
 
 def cmd_status(args: argparse.Namespace) -> int:
     view = _api(args).status(args.model, pointer=args.pointer, stale_after_s=args.stale_after)
-    code = 1 if args.check and not view["converged"] else 0
-    if not view["instances"]:
+    code = 1 if args.check and not view.converged else 0
+    if not view.instances:
         print(
             f"note: no agent reports under {args.model}/fleet/; run the agents with --report "
             "(the chart's agent.report) so status can see them",
             file=sys.stderr,
         )
     if args.json:
-        _print_json(view)
+        _print_json(view.to_json())
         return code
-    state = "converged" if view["converged"] else "NOT converged"
+    state = "converged" if view.converged else "NOT converged"
     print(
-        f"{args.model}/{view['pointer']} -> {view['version'] or '(unset)'}: {state}, "
-        f"{len(view['instances'])} instance(s)"
+        f"{args.model}/{view.pointer} -> {view.version or '(unset)'}: {state}, "
+        f"{len(view.instances)} instance(s)"
     )
     rows = [
         [
-            str(i["instance"]) + (" (MALFORMED)" if i.get("malformed") else ""),
-            str(i["active_version"] or "-"),
-            str(i["desired_version"] or "-"),
-            "yes" if i["ready"] else "no",
-            str(i["last_change"] or "-"),
-            str(i["heartbeat"]) + (" (STALE)" if i["stale"] else ""),
-            str(i["last_error"] or ""),
+            i.instance + (" (MALFORMED)" if i.malformed else ""),
+            i.active_version or "-",
+            i.desired_version or "-",
+            "yes" if i.ready else "no",
+            i.last_change or "-",
+            str(i.heartbeat) + (" (STALE)" if i.stale else ""),
+            i.last_error or "",
         ]
-        for i in view["instances"]
+        for i in view.instances
     ]
     if rows:
         print(
@@ -84,20 +82,18 @@ def cmd_agent(args: argparse.Namespace) -> int:
             f"the agent needs packages that are not installed ({e.name})",
             hint="pip install 'modelswap[agent]'",
         ) from e
-    from modelswap.fleet import check_instance  # noqa: PLC0415
-
     cfg = AgentConfig(
         registry=args.registry,
-        model=check_model(args.model),
+        model=args.model,
         dest=Path(args.dest).absolute(),
-        pointer=check_pointer_name(args.pointer),
+        pointer=args.pointer,
         interval_s=args.interval,
         jitter=args.jitter,
         keep=args.keep,
         once=args.once,
         host=args.host,
         port=args.port,
-        instance_id=check_instance(args.instance_id),
+        instance_id=args.instance_id,
         report=args.report,
         report_interval_s=args.report_interval,
         max_backoff_s=args.max_backoff
@@ -111,8 +107,4 @@ def cmd_agent(args: argparse.Namespace) -> int:
         scrub_interval_s=args.scrub_interval,
         refresh_token=refresh_token(args.refresh_token_file),
     )
-    problems = cfg.validate()
-    if problems:
-        raise UsageError(problems[0], hint="see `modelswap agent --help`")
-    open_store(cfg.registry)  # a malformed --registry fails here, before any start-up work
-    return agent_main(cfg)
+    return agent_main(cfg.checked())

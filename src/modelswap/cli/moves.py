@@ -4,44 +4,36 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any
 
 from modelswap import render
+from modelswap.api import DEFAULT_POINTER
 from modelswap.cli.common import (
     _api,
-    _gate_spec,
+    _gate_options,
     _print_gate,
     _print_json,
     _print_result,
     _warn,
 )
-from modelswap.errors import (
-    GateRefused,
-    UsageError,
-)
-from modelswap.pointers import (
-    DEFAULT_POINTER,
-)
+from modelswap.errors import GateRefused, UsageError
+from modelswap.progress import Progress
 
 
 def cmd_gate(args: argparse.Namespace) -> int:
-    spec = _gate_spec(args)
-    if spec is None:
+    options = _gate_options(args)
+    if options is None:
         raise UsageError(
             "gate needs --eval-set PATH", hint="modelswap gate MODEL VERSION --eval-set eval.npz"
         )
-    result = _api(args).gate(
-        args.model,
-        args.version,
-        eval_set=spec.eval_set,
-        metric=f"{spec.metric}:{spec.direction}",
-        tolerance=spec.tolerance,
-        evaluator=spec.evaluator,
-        minimum=spec.floor,
-        against=args.against,
-    )
+    bar = Progress.on_terminal(f"gate {args.model}/{args.version}", quiet=args.quiet)
+    try:
+        result = _api(args).gate(
+            args.model, args.version, against=args.against, progress=bar, **options
+        )
+    finally:
+        bar.close()
     if args.json:
-        _print_json(result.event())
+        _print_json(result.record().to_json())
     else:
         _print_gate(result)
     return 0 if result.passed else 1
@@ -52,29 +44,20 @@ def cmd_promote(args: argparse.Namespace) -> int:
         raise UsageError(
             "--force needs --reason", hint='e.g. --force --reason "hotfix, eval set stale"'
         )
-    spec = _gate_spec(args)
-    if args.force and spec is None:
+    options = _gate_options(args)
+    if args.force and options is None:
         raise UsageError(
             "--force overrides a gate; give the gate's --eval-set too",
             hint="without gate options promote is not gated and needs no --force",
         )
-    gate_options: dict[str, Any] = {}
-    if spec is None and args.require_gate and args.pointer == DEFAULT_POINTER:
+    if options is None and args.require_gate and args.pointer == DEFAULT_POINTER:
         raise UsageError(
             f"promotes of {DEFAULT_POINTER} must be gated here (--require-gate / "
             "MODELSWAP_REQUIRE_GATE)",
             hint="add --eval-set PATH (and --min for a first promotion), or unset "
             "MODELSWAP_REQUIRE_GATE",
         )
-    if spec is not None:
-        gate_options = {
-            "eval_set": spec.eval_set,
-            "metric": f"{spec.metric}:{spec.direction}",
-            "tolerance": spec.tolerance,
-            "evaluator": spec.evaluator,
-            "minimum": spec.floor,
-            "force": args.force,
-        }
+    gate_options = {**options, "force": args.force} if options is not None else {}
     try:
         result = _api(args).promote(
             args.model,
@@ -94,7 +77,7 @@ def cmd_promote(args: argparse.Namespace) -> int:
     elif result.forced:
         print(f"FORCED by {args.actor}: the gate could not run (recorded)")
     _print_result(result)
-    if spec is None and result.moved:
+    if options is None and result.moved:
         print(
             f"note: not gated (no --eval-set); {args.model}/{args.pointer} moved without an "
             "evaluation",
@@ -112,9 +95,10 @@ def cmd_rollback(args: argparse.Namespace) -> int:
 def cmd_history(args: argparse.Namespace) -> int:
     log = _api(args).history(args.model)
     _warn(list(log.warnings))
-    events = [e.to_json() for e in log.events]
     if args.json:
-        _print_json(events)
+        _print_json([e.to_json() for e in log.events])
+    elif log.events:
+        print(render.history(log.events))
     else:
-        print(render.history(events) if events else f"{args.model}: no pointer moves yet")
+        print(f"{args.model}: no pointer moves yet")
     return 0

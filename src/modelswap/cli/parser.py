@@ -3,10 +3,19 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import socket
 from collections.abc import Callable
 
 from modelswap import __version__
+from modelswap.agent.config import AgentConfig
+from modelswap.api import (
+    DEFAULT_POINTER,
+    DEFAULT_TOLERANCE,
+    GC_KEEP,
+    STALE_AFTER_S,
+    STORE_TIMEOUT_S,
+)
 from modelswap.cli.common import _Parser
 from modelswap.cli.fleet import cmd_agent, cmd_status
 from modelswap.cli.moves import cmd_gate, cmd_history, cmd_promote, cmd_rollback
@@ -25,15 +34,11 @@ from modelswap.config import (
     default_actor,
     env,
 )
-from modelswap.gate import (
-    DEFAULT_TOLERANCE,
-)
-from modelswap.pointers import (
-    DEFAULT_POINTER,
-)
-from modelswap.store import StoreOptions
 
 Command = Callable[[str, Callable[[argparse.Namespace], int], str], _Parser]
+# The agent's flags default to AgentConfig's fields: one source for the CLI, the chart's
+# docs and anyone building an AgentConfig in Python.
+AGENT = {f.name: f.default for f in dataclasses.fields(AgentConfig)}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -63,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
             p,
             "--store-timeout",
             type=float,
-            default=StoreOptions.read_timeout_s if p is top else argparse.SUPPRESS,
+            default=STORE_TIMEOUT_S if p is top else argparse.SUPPRESS,
             help="seconds a network store may stay silent before a request fails",
         )
     parser = _Parser(prog="modelswap", description=__doc__, parents=[top])
@@ -141,7 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
         env_var="MODELSWAP_GC_KEEP",  # the agent's --keep (MODELSWAP_KEEP) counts local copies
         type=int,
         required=False,
-        default=5,
+        default=GC_KEEP,
         help="keep this many newest versions and the versions of the last N events",
     )
     add_flag(p, "--dry-run", action="store_true", help="only say what would be deleted")
@@ -203,7 +208,7 @@ def _add_fleet_commands(command: Command) -> None:
         p,
         "--stale-after",
         type=float,
-        default=90.0,
+        default=STALE_AFTER_S,
         help="seconds without a heartbeat before an instance counts as stale",
     )
     add_flag(p, "--json", action="store_true", help="stable JSON for scripts")
@@ -219,18 +224,40 @@ def _add_fleet_commands(command: Command) -> None:
     add_flag(
         p, "--dest", required=env("--dest") is None, help="shared volume for versions and the link"
     )
-    add_flag(p, "--pointer", default=DEFAULT_POINTER, help="pointer to follow")
-    add_flag(p, "--interval", type=float, default=10.0, help="seconds between polls")
-    add_flag(p, "--jitter", type=float, default=0.1, help="fraction of random spread per poll")
+    add_flag(p, "--pointer", default=AGENT["pointer"], help="pointer to follow")
+    add_flag(p, "--interval", type=float, default=AGENT["interval_s"], help="seconds between polls")
     add_flag(
-        p, "--keep", type=int, default=3, help="local versions to keep, the linked one included"
+        p,
+        "--jitter",
+        type=float,
+        default=AGENT["jitter"],
+        help="fraction of random spread per poll",
+    )
+    add_flag(
+        p,
+        "--keep",
+        type=int,
+        default=AGENT["keep"],
+        help="local versions to keep, the linked one included",
     )
     add_flag(p, "--once", action="store_true", help="sync once and exit (init containers)")
-    add_flag(p, "--host", default="127.0.0.1", help="address of the HTTP endpoints")
-    add_flag(p, "--port", type=int, default=9101, help="port of the HTTP endpoints (0: any free)")
+    add_flag(p, "--host", default=AGENT["host"], help="address of the HTTP endpoints")
+    add_flag(
+        p,
+        "--port",
+        type=int,
+        default=AGENT["port"],
+        help="port of the HTTP endpoints (0: any free)",
+    )
     add_flag(p, "--instance-id", default=socket.gethostname(), help="name in fleet reports")
     add_flag(p, "--report", action="store_true", help="write fleet reports to the registry")
-    add_flag(p, "--report-interval", type=float, default=30.0, help="seconds between heartbeats")
+    add_flag(
+        p,
+        "--report-interval",
+        type=float,
+        default=AGENT["report_interval_s"],
+        help="seconds between heartbeats",
+    )
     add_flag(
         p, "--max-backoff", type=float, help="cap of the retry delay (default max(60, interval))"
     )
@@ -245,14 +272,14 @@ def _add_fleet_commands(command: Command) -> None:
         p,
         "--scrub-interval",
         type=float,
-        default=3600.0,
+        default=AGENT["scrub_interval_s"],
         help="seconds between full re-hashes of the linked copy (stat checks run every poll)",
     )
     add_flag(
         p,
         "--refresh-min-interval",
         type=float,
-        default=1.0,
+        default=AGENT["refresh_min_interval_s"],
         help="seconds between two polls asked for by POST /refresh or SIGHUP",
     )
     add_flag(
@@ -265,6 +292,6 @@ def _add_fleet_commands(command: Command) -> None:
         p,
         "--min-rate",
         type=int,
-        default=StoreOptions.min_rate_bps,
+        default=AGENT["min_rate_bps"],
         help="bytes/s below which a download is abandoned and retried (over 2 x --store-timeout)",
     )

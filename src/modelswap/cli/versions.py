@@ -8,9 +8,9 @@ import sys
 from typing import Any
 
 from modelswap import render
+from modelswap.api import is_pointer_name
 from modelswap.cli.common import _api, _meta, _metrics, _print_json, _warn
 from modelswap.errors import ModelswapError
-from modelswap.names import POINTER_RE
 from modelswap.progress import Progress
 
 
@@ -38,8 +38,9 @@ def cmd_publish(args: argparse.Namespace) -> int:
 
 def cmd_versions(args: argparse.Namespace) -> int:
     reg = _api(args)
-    rows = reg.versions(args.model)
-    _warn(reg.pointer_problems(args.model))
+    warnings: list[ModelswapError] = []
+    rows = reg.versions(args.model, warnings=warnings)  # one listing of the pointers
+    _warn(warnings)
     if args.json:
         _print_json([r.to_json() for r in rows])
         return 0
@@ -113,7 +114,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
 def cmd_download(args: argparse.Namespace) -> int:
     reg = _api(args)
     version = args.version
-    if POINTER_RE.fullmatch(version):
+    if is_pointer_name(version):
         version = reg.pointer_version(args.model, version)
     bar = Progress.on_terminal(f"download {args.model}/{version}", quiet=args.quiet)
     path = reg.download(args.model, version, args.dest, bar)

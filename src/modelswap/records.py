@@ -1,0 +1,242 @@
+"""The registry's JSON records as typed values, each with one to_json and one from_json.
+
+    Event       <model>/events/<seq>.json       one pointer move (`history --json`)
+    GateRecord  an event's `gate`                what the gate judged, or why it could not
+    FleetReport <model>/fleet/<instance>.json    an agent's last word (`status`)
+
+from_json never drops a key it does not know (`extra`), so a record written by a newer
+modelswap survives a read and re-write by this one; to_json writes the same shape every time.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+EVENT_FIELDS = ("seq", "time", "actor", "pointer", "from", "to", "reason", "gate", "type")
+_EVENT_OPTIONAL = ("move_id", "recovered")  # written only when set
+_RESULT_FIELDS = (
+    "candidate",
+    "against",
+    "metric",
+    "direction",
+    "new",
+    "current",
+    "tolerance",
+    "floor",
+    "eval_set",
+    "eval_set_sha256",
+    "verdict",
+    "metrics",
+)
+REPORT_FIELDS = (
+    "instance",
+    "pointer",
+    "desired_version",
+    "active_version",
+    "ready",
+    "last_change",
+    "last_error",
+    "heartbeat",
+)
+
+
+@dataclass(frozen=True)
+class GateRecord:
+    """A gate's verdict as an event records it. A gate that could not judge (a broken eval
+    set, an evaluator that crashed) and was forced carries `error` and no measurements."""
+
+    passed: bool
+    forced: bool = False
+    forced_by: str | None = None
+    error: str | None = None
+    candidate: str | None = None
+    against: str | None = None
+    metric: str | None = None
+    direction: str | None = None
+    new: float | None = None
+    current: float | None = None
+    tolerance: float | None = None
+    floor: float | None = None
+    eval_set: str | None = None
+    eval_set_sha256: str | None = None
+    verdict: str | None = None
+    metrics: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def measured(self) -> bool:
+        return self.metric is not None and self.new is not None
+
+    def summary(self) -> str:
+        """One word or phrase for a history table."""
+        if self.forced:
+            return f"FORCED by {self.forced_by}"
+        if self.measured and isinstance(self.new, int | float):
+            return f"pass {self.metric}={self.new:.4f}"
+        return "pass" if self.passed else "refused"
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = dict(self.extra)
+        if self.error is not None:
+            out["error"] = self.error
+        if self.metric is not None:
+            out.update({k: getattr(self, k) for k in _RESULT_FIELDS})
+        out.update({"passed": self.passed, "forced": self.forced, "forced_by": self.forced_by})
+        return out
+
+    @classmethod
+    def from_json(cls, raw: dict[str, Any]) -> GateRecord:
+        known = {f.name for f in dataclasses.fields(cls)} - {"extra"}
+        values = {k: raw[k] for k in known if k in raw}
+        values["passed"] = raw.get("passed") is True
+        values["forced"] = raw.get("forced") is True
+        if not isinstance(values.get("metrics", {}), dict):
+            values["metrics"] = {}
+        return cls(**values, extra={k: v for k, v in raw.items() if k not in known})
+
+
+@dataclass(frozen=True)
+class Event:
+    """One logged pointer move (`history --json` fields; `from` is `from_version` here).
+    `seq` is None for an out-of-band edit noticed but not (yet) logged."""
+
+    pointer: str
+    from_version: str | None
+    to: str | None
+    type: str
+    actor: str | None = None
+    time: str | None = None
+    reason: str | None = None
+    gate: GateRecord | None = None
+    seq: int | None = None
+    move_id: str | None = None  # which move wrote it (its lease's owner)
+    recovered: bool | None = None  # logged by the mover that settled a dead one's move
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def with_seq(self, seq: int | None) -> Event:
+        return dataclasses.replace(self, seq=seq)
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            **self.extra,
+            "seq": self.seq,
+            "time": self.time,
+            "actor": self.actor,
+            "pointer": self.pointer,
+            "from": self.from_version,
+            "to": self.to,
+            "reason": self.reason,
+            "gate": self.gate.to_json() if self.gate is not None else None,
+            "type": self.type,
+        }
+        for k in _EVENT_OPTIONAL:
+            if getattr(self, k) is not None:
+                out[k] = getattr(self, k)
+        return out
+
+    @classmethod
+    def from_json(cls, raw: dict[str, Any]) -> Event:
+        """The caller checks the fields that matter (events.py names the object when one is
+        wrong); here a missing or odd field reads as None."""
+        gate = raw.get("gate")
+        seq = raw.get("seq")
+        known = {*EVENT_FIELDS, *_EVENT_OPTIONAL}
+        return cls(
+            pointer=str(raw.get("pointer")),
+            from_version=_str_or_none(raw.get("from")),
+            to=_str_or_none(raw.get("to")),
+            type=str(raw.get("type") or "promote"),
+            actor=_str_or_none(raw.get("actor")),
+            time=_str_or_none(raw.get("time")),
+            reason=_str_or_none(raw.get("reason")),
+            gate=GateRecord.from_json(gate) if isinstance(gate, dict) else None,
+            seq=seq if isinstance(seq, int) and not isinstance(seq, bool) else None,
+            move_id=_str_or_none(raw.get("move_id")),
+            recovered=raw.get("recovered") if isinstance(raw.get("recovered"), bool) else None,
+            extra={k: v for k, v in raw.items() if k not in known},
+        )
+
+
+@dataclass(frozen=True)
+class FleetReport:
+    """What an agent writes after every change and as a heartbeat."""
+
+    instance: str
+    pointer: str
+    desired_version: str | None
+    active_version: str | None
+    ready: bool
+    last_change: str | None
+    last_error: str | None
+    heartbeat: str
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {**self.extra, **{k: getattr(self, k) for k in REPORT_FIELDS}}
+
+    @classmethod
+    def from_json(cls, raw: dict[str, Any], stored_as: str) -> FleetReport | str:
+        """The report, or what is wrong with it (fleet.py shows that instead of trusting it).
+        `stored_as` is the instance name its key says."""
+        if raw.get("instance") != stored_as:
+            return f"names instance {raw.get('instance')!r} but is stored as {stored_as!r}"
+        if not isinstance(raw.get("pointer"), str):
+            return "names no pointer"
+        if not isinstance(raw.get("ready"), bool):
+            return f"ready is {raw.get('ready')!r}, not true or false"
+        if not isinstance(raw.get("heartbeat"), str):
+            return f"heartbeat {raw.get('heartbeat')!r} is not an RFC 3339 time with a zone"
+        return cls(
+            instance=stored_as,
+            pointer=raw["pointer"],
+            desired_version=_str_or_none(raw.get("desired_version")),
+            active_version=_str_or_none(raw.get("active_version")),
+            ready=raw["ready"],
+            last_change=_str_or_none(raw.get("last_change")),
+            last_error=_str_or_none(raw.get("last_error")),
+            heartbeat=raw["heartbeat"],
+            extra={k: v for k, v in raw.items() if k not in REPORT_FIELDS},
+        )
+
+
+@dataclass(frozen=True)
+class InstanceStatus:
+    """One row of `status`: a report as read, judged stale or malformed."""
+
+    instance: str
+    active_version: str | None
+    desired_version: str | None
+    ready: bool
+    last_change: str | None
+    last_error: str | None
+    heartbeat: str | None
+    stale: bool
+    malformed: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class FleetStatus:
+    """`status --json`: converged when every fresh instance is ready on the version the
+    pointer names (and at least one is)."""
+
+    pointer: str
+    version: str | None
+    converged: bool
+    instances: tuple[InstanceStatus, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "pointer": self.pointer,
+            "version": self.version,
+            "converged": self.converged,
+            "instances": [i.to_json() for i in self.instances],
+        }
+
+
+def _str_or_none(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
