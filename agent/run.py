@@ -24,11 +24,11 @@ from modelswap.errors import Cancelled, LocalIOError, ModelswapError
 from modelswap.fleet import write_report
 from modelswap.registry import Registry
 from modelswap.store import Store, StoreOptions, open_store
+from modelswap.volume import Layout
 
 from . import server
 from .config import AgentConfig
 from .hooks import SwapHooks
-from .layout import Layout
 from .state import AgentState
 from .sync import Syncer, SyncResult
 

@@ -17,9 +17,9 @@ from modelswap.names import POINTER_MAX_BYTES, parse_pointer
 from modelswap.pointers import pointer_key
 from modelswap.registry import Registry
 from modelswap.store import Store
+from modelswap.volume import Layout
 
 from .checks import Snapshot, local_error, snapshot
-from .layout import Layout
 from .state import AgentState
 
 

@@ -27,15 +27,15 @@ from pathlib import Path
 from typing import Any
 
 import boto3
-from tests import seaweed
-from tests.agentproc import AgentProc
-from tests.onnx_models import scale_model, swap_link, version_dir
 
 from bench.agent_bench import CountingProxy, link_times, linked
 from bench.common import emit, proc_cpu_s, proc_rss_mb, wait_for
 from modelswap.pointers import Move, move_pointer
 from modelswap.registry import PublishRequest, Registry
 from modelswap.store import open_store
+from modelswap.testing import seaweed
+from modelswap.testing.agents import AgentProc
+from modelswap.testing.onnx_models import scale_model, swap_link, version_dir
 
 URL = "s3://bench/models"
 

@@ -21,10 +21,10 @@ from typing import Any
 
 import numpy as np
 import onnxruntime as ort
-from tests.onnx_models import scale_model, swap_link, version_dir
 
 from bench.common import emit, pct, proc_rss_mb
 from modelswap.loader import ModelLoader, memory
+from modelswap.testing.onnx_models import scale_model, swap_link, version_dir
 
 SIZES = {"10MB": 1600, "100MB": 5000}
 

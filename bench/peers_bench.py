@@ -22,12 +22,12 @@ from pathlib import Path
 from typing import Any
 
 import boto3
-from tests import seaweed
 
 from bench.common import emit
 from modelswap.pointers import Move, move_pointer
 from modelswap.registry import PublishRequest, Registry
 from modelswap.store import open_store
+from modelswap.testing import seaweed
 
 BIN = Path(sys.executable).parent
 URL = "s3://bench/models"

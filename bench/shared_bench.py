@@ -24,9 +24,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tests.onnx_models import scale_model, swap_link, version_dir
-
 from bench.common import emit, pct, wait_for
+from modelswap.testing.onnx_models import scale_model, swap_link, version_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 MODES = ("plain", "shared")

@@ -18,9 +18,9 @@ import time
 from pathlib import Path
 
 import numpy as np
-from tests.shared_worker import report
 
 from modelswap.loader import ModelLoader
+from modelswap.testing.shared_worker import report
 
 
 def my_turn(turn: Path, mode: str) -> bool:

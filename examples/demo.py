@@ -352,7 +352,7 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="modelswap-demo-"))
     server = None
     if args.s3_local:
-        from tests import seaweed  # noqa: PLC0415 - only this mode needs the test server
+        from modelswap.testing import seaweed  # noqa: PLC0415 - only this mode needs the test server
 
         server = seaweed.start(work / "seaweed")
         os.environ.update(server.env())

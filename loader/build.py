@@ -12,6 +12,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from modelswap import volume
+
 from . import onnx_model, shared
 from .attempts import Identity
 from .onnx_model import ModelLoadError, Signature
@@ -83,7 +85,7 @@ def now() -> str:
 
 def read_metadata(folder: Path) -> dict[str, Any]:
     try:
-        value = json.loads((folder / "metadata.json").read_text())
+        value = json.loads((folder / volume.METADATA_FILE).read_text())
     except (OSError, ValueError):
         return {}
     return value if isinstance(value, dict) else {}

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from modelswap import promtext
+from modelswap import promtext, volume
 from modelswap.errors import ModelswapError
 
 from . import build, memory, shared
@@ -28,7 +28,6 @@ from .attempts import Identity, Retry
 from .build import Loaded
 from .health import HealthServer
 from .onnx_model import WARMUP_MAX_BYTES
-from .shared import PREPARED_DIR
 from .watch import LinkWatcher
 
 log = logging.getLogger("modelswap.loader")
@@ -76,7 +75,9 @@ class ModelLoader:
         self.allow_signature_change = allow_signature_change
         self._on_restart = on_restart or (lambda: os.kill(os.getpid(), signal.SIGTERM))
         self.shared = shared
-        self.prepared_root = Path(prepared_dir) if prepared_dir else self.link.parent / PREPARED_DIR
+        self.prepared_root = (
+            Path(prepared_dir) if prepared_dir else self.link.parent / volume.PREPARED_DIR
+        )
         self.shared_error: str | None = None
         self.warmup_max_bytes = warmup_max_bytes
         self._live: Loaded | None = None
@@ -295,7 +296,9 @@ class ModelLoader:
         memory.trim()
         live = self._live
         if self.shared and live is not None:
-            shared.remove_stale(self.prepared_root, self.link.parent / "versions", {live.version})
+            shared.remove_stale(
+                self.prepared_root, self.link.parent / volume.VERSIONS_DIR, {live.version}
+            )
 
     # -- health ----------------------------------------------------------------------------
 

@@ -45,7 +45,6 @@ from typing import Any
 
 from modelswap.errors import ModelswapError
 
-PREPARED_DIR = ".prepared"
 DONE = "DONE"
 FORMAT = 2  # DONE's layout; a DONE of another format is stale (format 1 bound nothing)
 GRAPH = "model.onnx"

@@ -12,11 +12,11 @@ import urllib.request
 from pathlib import Path
 
 import boto3
-from tests import seaweed
 
 from modelswap.pointers import Move, move_pointer
 from modelswap.registry import PublishRequest, Registry
 from modelswap.store import open_store
+from modelswap.testing import seaweed
 
 
 def main() -> int:

@@ -17,7 +17,7 @@ import pytest
 
 from modelswap.registry import Registry
 from modelswap.store import Store, open_store
-from tests import seaweed
+from modelswap.testing import seaweed
 
 BUCKET = "modelswap-tests"
 

@@ -19,8 +19,8 @@ from modelswap.publish import PublishRequest
 from modelswap.publish import publish as publish_request
 from modelswap.registry import Registry
 from modelswap.store import open_store
-from tests import seaweed
-from tests.agentproc import AgentProc
+from modelswap.testing import seaweed
+from modelswap.testing.agents import AgentProc
 from tests.conftest import BUCKET, mounted_tmpfs, run_cli, wait_until
 
 MakeFile = Callable[[str, bytes], Path]

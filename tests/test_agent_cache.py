@@ -6,7 +6,7 @@ from pathlib import Path
 
 from modelswap import keys
 from modelswap.registry import Registry
-from tests.agentproc import AgentProc
+from modelswap.testing.agents import AgentProc
 from tests.conftest import wait_until
 from tests.test_agent import FAST, MakeFile, promote, publish
 

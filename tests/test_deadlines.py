@@ -1,6 +1,6 @@
 """Deadlines: a store that stalls, trickles or never answers costs seconds, never a hang.
 
-Made for real with tests/faultproxy.py between the command (or agent) and SeaweedFS.
+Made for real with modelswap/testing/faultproxy.py between the command (or agent) and SeaweedFS.
 """
 
 from __future__ import annotations
@@ -22,9 +22,9 @@ from modelswap.pointers import Move, move_pointer
 from modelswap.publish import PublishRequest
 from modelswap.registry import Registry
 from modelswap.store import StoreOptions, open_store
-from tests.agentproc import AgentProc
+from modelswap.testing.agents import AgentProc
+from modelswap.testing.faultproxy import Fault, FaultProxy
 from tests.conftest import BUCKET, run_cli, wait_until
-from tests.faultproxy import Fault, FaultProxy
 
 
 @pytest.fixture

@@ -20,9 +20,9 @@ from botocore.exceptions import (
     ResponseStreamingError,
 )
 
-from tests import seaweed
+from modelswap.testing import seaweed
+from modelswap.testing.faultproxy import Fault, FaultProxy
 from tests.conftest import BUCKET, wait_until
-from tests.faultproxy import Fault, FaultProxy
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client

@@ -1,10 +1,11 @@
 """Faults x operations: every command, its every write or read hit once by every kind of fault.
 
-A proxy of our own (tests/faultproxy.py) sits between the real `modelswap` command and a real
-SeaweedFS and loses a reply after forwarding, resets the request mid-body, resets the reply,
-stalls, trickles or answers 503 after forwarding. After each fault the command must report the
-truth (exit 0 exactly when the store holds the result) and the registry's invariants must hold
-(tests/invariants.py). Each case's outcome is written to the test's output for the record.
+A proxy of our own (modelswap.testing.faultproxy) sits between the real `modelswap` command and
+a real SeaweedFS and loses a reply after forwarding, resets the request mid-body, resets the
+reply, stalls, trickles or answers 503 after forwarding. After each fault the command must
+report the truth (exit 0 exactly when the store holds the result) and the registry's invariants
+must hold (tests/invariants.py). Each case's outcome is written to the test's output for the
+record.
 """
 
 from __future__ import annotations
@@ -23,9 +24,9 @@ from modelswap.pointers import Move, move_pointer, read_pointer
 from modelswap.publish import PublishRequest, publish
 from modelswap.registry import Registry
 from modelswap.store import open_store
+from modelswap.testing.faultproxy import Fault, FaultProxy
 from tests import invariants
 from tests.conftest import BUCKET, run_cli
-from tests.faultproxy import Fault, FaultProxy
 
 ACTIONS = ["drop_reply", "reset_request", "reset_response", "stall", "trickle", "503_after"]
 

@@ -18,7 +18,7 @@ from modelswap.pointers import Move, move_pointer
 from modelswap.publish import PublishRequest
 from modelswap.registry import Registry
 from modelswap.store import open_store
-from tests.agentproc import AgentProc
+from modelswap.testing.agents import AgentProc
 from tests.conftest import mounted_tmpfs, wait_until
 
 FAST = ("--interval", "0.3", "--max-backoff", "1")

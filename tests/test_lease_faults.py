@@ -19,8 +19,8 @@ from modelswap.metadata import rfc3339
 from modelswap.pointers import Move, move_pointer
 from modelswap.registry import Registry
 from modelswap.store import open_store
+from modelswap.testing.faultproxy import Fault, FaultProxy
 from tests.conftest import BUCKET, run_cli, wait_until
-from tests.faultproxy import Fault, FaultProxy
 from tests.registry_faults_helpers import (
     MODEL,
     ROLLBACK_INTENT,

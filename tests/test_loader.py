@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 
 from modelswap.loader import ModelLoader, ModelNotLoaded
+from modelswap.testing.onnx_models import failing_model, scale_model, swap_link, version_dir
 from tests.conftest import wait_until
-from tests.onnx_models import failing_model, scale_model, swap_link, version_dir
 
 ONES = np.ones((2, 4), dtype=np.float32)
 

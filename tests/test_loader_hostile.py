@@ -26,8 +26,8 @@ from onnx import TensorProto, helper
 
 from modelswap.loader import HealthPortUnavailable, ModelLoader
 from modelswap.loader.health import HealthServer
+from modelswap.testing.onnx_models import scale_model, swap_link, version_dir
 from tests.conftest import wait_until
-from tests.onnx_models import scale_model, swap_link, version_dir
 
 pytestmark = pytest.mark.timeout(90)
 ROOT = Path(__file__).resolve().parents[1]

@@ -22,10 +22,10 @@ from modelswap.pointers import Move, move_pointer
 from modelswap.publish import PublishRequest, publish
 from modelswap.registry import Registry
 from modelswap.store import open_store
-from tests import seaweed
-from tests.agentproc import AgentProc
+from modelswap.testing import seaweed
+from modelswap.testing.agents import AgentProc
+from modelswap.testing.faultproxy import Fault, FaultProxy
 from tests.conftest import BUCKET, run_cli, wait_until
-from tests.faultproxy import Fault, FaultProxy
 
 PLANTED = {
     "endpoint userinfo": "EndpointSecret-1f3c",

@@ -12,8 +12,8 @@ from typing import Any
 import numpy as np
 
 from modelswap.loader import ModelLoader
+from modelswap.testing.onnx_models import scale_model, swap_link, version_dir
 from tests.conftest import wait_until
-from tests.onnx_models import scale_model, swap_link, version_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -42,7 +42,14 @@ def test_four_workers_share_one_prepared_copy_and_swap_together(tmp_path: Path) 
     files = [tmp_path / f"worker{i}.json" for i in range(4)]
     workers = [
         subprocess.Popen(
-            [sys.executable, "-m", "tests.shared_worker", str(base / "current"), str(f)], cwd=ROOT
+            [
+                sys.executable,
+                "-m",
+                "modelswap.testing.shared_worker",
+                str(base / "current"),
+                str(f),
+            ],
+            cwd=ROOT,
         )
         for f in files
     ]

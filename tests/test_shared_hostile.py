@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from modelswap.loader import ModelLoader, shared
-from tests.onnx_models import scale_model, swap_link, version_dir
+from modelswap.testing.onnx_models import scale_model, swap_link, version_dir
 
 pytestmark = pytest.mark.timeout(90)
 NOBODY = 65534

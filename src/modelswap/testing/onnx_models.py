@@ -9,6 +9,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from modelswap import volume
+
 
 def scale_model(path: Path, factor: float, width: int = 4, input_name: str = "input") -> Path:
     """output = input @ (factor * I): every output element is `factor` for an input of ones.
@@ -48,17 +50,14 @@ def _save(graph: onnx.GraphProto, path: Path) -> None:
 
 def version_dir(root: Path, version: str, model: Path | None = None, **meta: object) -> Path:
     """A folder laid out like the agent's versions/<v>/ with its metadata.json."""
-    folder = root / "versions" / version
+    folder = root / volume.VERSIONS_DIR / version
     folder.mkdir(parents=True, exist_ok=True)
     if model is not None and model.parent != folder:
         (folder / "model.onnx").write_bytes(model.read_bytes())
-    (folder / "metadata.json").write_text(json.dumps({"version": version, **meta}))
+    (folder / volume.METADATA_FILE).write_text(json.dumps({"version": version, **meta}))
     return folder
 
 
 def swap_link(root: Path, version: str) -> None:
     """What the agent does: a temporary relative link renamed over `current`."""
-    tmp = root / f".current-tmp-{version}"
-    tmp.unlink(missing_ok=True)
-    tmp.symlink_to(f"versions/{version}")
-    tmp.replace(root / "current")
+    volume.swap_link(root, version)

@@ -1,13 +1,17 @@
-"""The agent's files on the shared volume.
+"""The shared volume's layout, owned here and imported by the agent, the loader and tests.
 
     DIR/<model>/versions/<v>/...      complete, verified copies only (they arrive by rename)
+    DIR/<model>/versions/<v>/metadata.json
     DIR/<model>/current -> versions/<v>
     DIR/<model>/.staging/<v>-<rand>/  downloads in progress; removed at start-up
     DIR/<model>/.trash/               versions being deleted; removed at start-up
+    DIR/<model>/.prepared/            the loader's shared-mode artifacts (created by the app)
 
 A folder under versions/ only ever appears by renaming a fully verified staging folder, so
 its presence means complete. Files inside it are never rewritten: a loaded model may be
 memory-mapping them. Deleting goes through .trash so a crash never leaves half a version.
+
+Standard library only: the loader imports it inside serving processes.
 """
 
 from __future__ import annotations
@@ -19,18 +23,48 @@ import stat
 import uuid
 from pathlib import Path
 
+from modelswap.metadata import METADATA_FILE
 from modelswap.names import NAME_RE
 
+VERSIONS_DIR = "versions"
+LINK_NAME = "current"
+STAGING_DIR = ".staging"
+TRASH_DIR = ".trash"
+PREPARED_DIR = ".prepared"
 TMP_LINK_PREFIX = ".current-tmp-"
+
+
+def link_target(version: str) -> str:
+    """What `current` holds: a relative path, so the volume can be mounted anywhere."""
+    return f"{VERSIONS_DIR}/{version}"
+
+
+def version_of_target(target: str) -> str | None:
+    """The version a `current` link's target names, or None if it is not versions/<v>."""
+    head, _, name = target.rpartition("/")
+    return name if head == VERSIONS_DIR and NAME_RE.fullmatch(name) else None
+
+
+def swap_link(root: Path, version: str) -> None:
+    """Point root/current at versions/<version>: a relative temp link renamed over the live
+    one, so readers see the old or the new target and never no link at all."""
+    tmp = root / f"{TMP_LINK_PREFIX}{uuid.uuid4().hex[:8]}"
+    os.symlink(link_target(version), tmp)
+    try:
+        os.replace(tmp, root / LINK_NAME)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(root)
 
 
 class Layout:
     def __init__(self, dest: Path, model: str) -> None:
         self.root = dest / model
-        self.versions = self.root / "versions"
-        self.link = self.root / "current"
-        self.staging = self.root / ".staging"
-        self.trash = self.root / ".trash"
+        self.versions = self.root / VERSIONS_DIR
+        self.link = self.root / LINK_NAME
+        self.staging = self.root / STAGING_DIR
+        self.trash = self.root / TRASH_DIR
         # No .prepared here: the loader's shared mode creates its own folder, owned by the
         # app's uid and writable by nobody else (a world-writable one let any uid plant
         # weights that root's loader then served).
@@ -54,7 +88,7 @@ class Layout:
         for name in os.listdir(self.versions):
             if not self.has(name):  # a link or a file: removed, never followed
                 _remove(self.versions / name)
-                removed.append(f"versions/{name} (not a folder)")
+                removed.append(f"{VERSIONS_DIR}/{name} (not a folder)")
         return removed
 
     def repair_link(self) -> bool:
@@ -81,10 +115,8 @@ class Layout:
             target = os.readlink(self.link)
         except OSError:
             return None
-        head, _, name = target.rpartition("/")
-        if head != "versions" or not NAME_RE.fullmatch(name) or not self.has(name):
-            return None
-        return name
+        name = version_of_target(target)
+        return name if name is not None and self.has(name) else None
 
     def local_versions(self) -> list[str]:
         try:
@@ -115,14 +147,7 @@ class Layout:
         """Point `current` at versions/<version>: a relative temp link renamed over the live
         one, so readers see the old or the new target and never no link at all."""
         self.repair_link()
-        tmp = self.root / f"{TMP_LINK_PREFIX}{uuid.uuid4().hex[:8]}"
-        os.symlink(f"versions/{version}", tmp)
-        try:
-            os.replace(tmp, self.link)
-        except OSError:
-            tmp.unlink(missing_ok=True)
-            raise
-        _fsync_dir(self.root)
+        swap_link(self.root, version)
 
     def remove_version(self, version: str) -> None:
         dst = self.trash / f"{version}-{uuid.uuid4().hex[:8]}"
@@ -149,3 +174,18 @@ def _fsync_dir(path: Path) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+
+__all__ = [
+    "LINK_NAME",
+    "METADATA_FILE",
+    "PREPARED_DIR",
+    "STAGING_DIR",
+    "TMP_LINK_PREFIX",
+    "TRASH_DIR",
+    "VERSIONS_DIR",
+    "Layout",
+    "link_target",
+    "swap_link",
+    "version_of_target",
+]
