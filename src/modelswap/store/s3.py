@@ -14,92 +14,44 @@ so a store that stalls or trickles is an error within seconds, not a hang.
 
 from __future__ import annotations
 
-import concurrent.futures
-import contextlib
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, BinaryIO, NoReturn
+from typing import TYPE_CHECKING, Any, BinaryIO
 
-import boto3
 import botocore.exceptions
-import urllib3.exceptions
-from botocore.config import Config
 
 from modelswap.errors import (
     ObjectExists,
-    ObjectNotFound,
     OutcomeUnknown,
     PreconditionFailed,
     StoreError,
     StoreUnavailable,
 )
 from modelswap.store.base import CHUNK_SIZE, Blob, ObjectInfo, Store, StoreOptions
+from modelswap.store.s3_multipart import SINGLE_PUT_MAX, multipart_upload, read_full
+from modelswap.store.s3_outcomes import (
+    ABSENT,
+    BODY_ERRORS,
+    CONFLICT_CODES,
+    DEFINITE,
+    MINE,
+    NONCE,
+    NOT_FOUND_CODES,
+    THEIRS,
+    WRITE_ATTEMPTS,
+    Stored,
+    ambiguous,
+    conflict,
+    error_code,
+    fail,
+    judge_new,
+    make_client,
+)
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
-
-SINGLE_PUT_MAX = 16 << 20
-PART_SIZE = 16 << 20
-MAX_PARTS = 10_000
-UPLOAD_THREADS = 8
-NONCE = "modelswap-write"  # user-metadata field: which attempt wrote this object
-WRITE_ATTEMPTS = 3
-
-_CREDENTIAL_CODES = {
-    "AccessDenied",
-    "InvalidAccessKeyId",
-    "SignatureDoesNotMatch",
-    "ExpiredToken",
-    "InvalidToken",
-    "Forbidden",
-    "403",
-}
-_CONFLICT_CODES = {"PreconditionFailed", "412", "ConditionalRequestConflict", "409"}
-_NOT_FOUND_CODES = {"NoSuchKey", "404", "NotFound"}
-_DEFINITE = (  # failures after which the store has certainly not applied the write
-    botocore.exceptions.EndpointConnectionError,  # never connected: nothing was sent
-    botocore.exceptions.ConnectTimeoutError,
-    botocore.exceptions.NoCredentialsError,
-    botocore.exceptions.PartialCredentialsError,
-    botocore.exceptions.ParamValidationError,
-)
-_BODY_ERRORS = (
-    botocore.exceptions.BotoCoreError,
-    urllib3.exceptions.HTTPError,
-    OSError,
-)
-
-
-def make_client(options: StoreOptions, *, attempts: int, max_pool: int = 32) -> S3Client:
-    session = boto3.session.Session()
-    config = Config(
-        connect_timeout=options.connect_timeout_s,
-        read_timeout=options.read_timeout_s,
-        retries={"total_max_attempts": attempts, "mode": "standard"},
-        max_pool_connections=max_pool,
-        tcp_keepalive=True,
-    )
-    region = session.region_name or "us-east-1"
-    try:
-        return session.client("s3", region_name=region, config=config)
-    except ValueError as e:  # botocore's words for a malformed AWS_ENDPOINT_URL
-        raise StoreUnavailable(
-            f"the S3 endpoint is not a valid URL: {e}",
-            hint="AWS_ENDPOINT_URL must include the scheme, e.g. http://127.0.0.1:8333",
-        ) from e
-
-
-@dataclass(frozen=True)
-class _Stored:
-    etag: str
-    nonce: str | None
-
-
-# A read-back's verdict on one write attempt.
-_MINE, _THEIRS, _ABSENT = "mine", "theirs", "absent"
 
 
 class S3Store(Store):
@@ -151,56 +103,16 @@ class S3Store(Store):
     def _rel(self, full: str) -> str:
         return full[len(self.prefix) + 1 :] if self.prefix else full
 
-    def _fail(self, e: Exception, key: str, action: str) -> NoReturn:
-        where = f"{self.url}/{key}"
-        if isinstance(e, botocore.exceptions.ClientError):
-            err = e.response.get("Error", {})
-            code = str(err.get("Code", ""))
-            status = e.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
-            if code in _NOT_FOUND_CODES:
-                raise ObjectNotFound(f"no object at {where}") from e
-            if code == "NoSuchBucket":
-                raise StoreUnavailable(
-                    f"bucket {self.bucket!r} does not exist at the S3 endpoint",
-                    hint=f"create it (`aws s3 mb s3://{self.bucket}`) or fix --registry",
-                ) from e
-            if code in _CREDENTIAL_CODES:
-                raise StoreUnavailable(
-                    f"the S3 store refused to {action} {where}: {code}",
-                    hint="check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_PROFILE and "
-                    "the bucket policy",
-                ) from e
-            raise StoreUnavailable(
-                f"the S3 store failed to {action} {where}: {code or status} "
-                f"{err.get('Message', '')}".rstrip()
-            ) from e
-        if isinstance(e, botocore.exceptions.NoCredentialsError):
-            raise StoreUnavailable(
-                "no AWS credentials found for the S3 registry",
-                hint="set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE",
-            ) from e
-        if isinstance(e, botocore.exceptions.BotoCoreError):
-            raise StoreUnavailable(
-                f"cannot reach the S3 registry {self.url}: {e}",
-                hint="check AWS_ENDPOINT_URL and the network, then retry",
-            ) from e
-        if isinstance(e, _BODY_ERRORS):
-            raise StoreUnavailable(
-                f"the connection broke while reading {where}: {e}",
-                hint="check AWS_ENDPOINT_URL and the network, then retry",
-            ) from e
-        raise e
-
     def _call(self, action: str, key: str, fn: Callable[..., Any], **kw: Any) -> Any:
         try:
             return fn(Bucket=self.bucket, Key=self._key(key), **kw)
         except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as e:
-            code = _code(e)
-            if code in _CONFLICT_CODES:
-                raise _conflict(kw, f"{self.url}/{key}") from e
+            code = error_code(e)
+            if code in CONFLICT_CODES:
+                raise conflict(kw, f"{self.url}/{key}") from e
             if code == "304":
                 raise _NotModifiedError from e
-            self._fail(e, key, action)
+            fail(self.url, self.bucket, e, key, action)
 
     # -- reads -----------------------------------------------------------------------------
 
@@ -253,7 +165,7 @@ class S3Store(Store):
             while total < expected:
                 try:
                     data = read(min(piece, expected - total))
-                except _BODY_ERRORS as e:
+                except BODY_ERRORS as e:
                     raise _BrokenBodyError(e) from e
                 if not data:
                     raise _BrokenBodyError(
@@ -312,7 +224,7 @@ class S3Store(Store):
                         modified=o["LastModified"],
                     )
         except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as e:
-            self._fail(e, prefix, "list")
+            fail(self.url, self.bucket, e, prefix, "list")
 
     def list_dirs(self, prefix: str) -> list[str]:
         paginator = self.client.get_paginator("list_objects_v2")
@@ -323,7 +235,7 @@ class S3Store(Store):
                 for p in page.get("CommonPrefixes", []):
                     names.append(p["Prefix"][len(full) :].rstrip("/"))
         except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as e:
-            self._fail(e, prefix, "list")
+            fail(self.url, self.bucket, e, prefix, "list")
         return sorted(n for n in names if n)
 
     def read_range(self, key: str, start: int, length: int) -> bytes:
@@ -340,28 +252,28 @@ class S3Store(Store):
 
     # -- writes ----------------------------------------------------------------------------
 
-    def _stored(self, key: str) -> _Stored | None:
+    def _stored(self, key: str) -> Stored | None:
         """The object at key now (read back after an ambiguous write), or None."""
         try:
             r = self.client.head_object(Bucket=self.bucket, Key=self._key(key))
         except botocore.exceptions.ClientError as e:
-            if _code(e) in _NOT_FOUND_CODES:
+            if error_code(e) in NOT_FOUND_CODES:
                 return None
             raise OutcomeUnknown(
                 f"could not read back {self.url}/{key} after a write whose reply was lost: "
-                f"{_code(e)}"
+                f"{error_code(e)}"
             ) from e
         except botocore.exceptions.BotoCoreError as e:
             raise OutcomeUnknown(
                 f"could not read back {self.url}/{key} after a write whose reply was lost: {e}"
             ) from e
-        return _Stored(etag=r["ETag"], nonce=(r.get("Metadata") or {}).get(NONCE))
+        return Stored(etag=r["ETag"], nonce=(r.get("Metadata") or {}).get(NONCE))
 
     def _write(
         self,
         key: str,
         send: Callable[[str], dict[str, Any]],
-        judge: Callable[[_Stored | None, str], str],
+        judge: Callable[[Stored | None, str], str],
         conflict: Callable[[], StoreError],
     ) -> str:
         """Send a write once per attempt; after an ambiguous outcome read back and let
@@ -373,21 +285,21 @@ class S3Store(Store):
             try:
                 return str(send(nonce).get("ETag", ""))
             except botocore.exceptions.ClientError as e:
-                code = _code(e)
-                if code in _CONFLICT_CODES and attempt == 0:
+                code = error_code(e)
+                if code in CONFLICT_CODES and attempt == 0:
                     raise conflict() from e
-                if code not in _CONFLICT_CODES and not _ambiguous(e):
-                    self._fail(e, key, "write")
+                if code not in CONFLICT_CODES and not ambiguous(e):
+                    fail(self.url, self.bucket, e, key, "write")
                 last = e  # a 5xx, or a 412 that may answer our own earlier attempt
             except botocore.exceptions.BotoCoreError as e:
-                if isinstance(e, _DEFINITE):
-                    self._fail(e, key, "write")
+                if isinstance(e, DEFINITE):
+                    fail(self.url, self.bucket, e, key, "write")
                 last = e
             stored = self._stored(key)
             verdict = judge(stored, nonce)
-            if verdict == _MINE:
+            if verdict == MINE:
                 return stored.etag if stored is not None else ""
-            if verdict == _THEIRS:
+            if verdict == THEIRS:
                 raise conflict() from last
         # The last attempt has no later conditional write to fence it off: it may still land.
         raise OutcomeUnknown(
@@ -405,8 +317,8 @@ class S3Store(Store):
         )
 
     def put(self, key: str, data: bytes) -> str:
-        def judge(stored: _Stored | None, nonce: str) -> str:
-            return _MINE if stored is not None and stored.nonce == nonce else _ABSENT
+        def judge(stored: Stored | None, nonce: str) -> str:
+            return MINE if stored is not None and stored.nonce == nonce else ABSENT
 
         return self._write(key, lambda n: self._put(key, data, n), judge, self._never)
 
@@ -414,23 +326,23 @@ class S3Store(Store):
         return self._write(
             key,
             lambda n: self._put(key, data, n, IfNoneMatch="*"),
-            _judge_new,
+            judge_new,
             lambda: ObjectExists(f"{self.url}/{key} already exists"),
         )
 
     def put_if_match(self, key: str, data: bytes, etag: str) -> str:
-        def judge(stored: _Stored | None, nonce: str) -> str:
+        def judge(stored: Stored | None, nonce: str) -> str:
             if stored is None:
-                return _THEIRS  # deleted meanwhile
+                return THEIRS  # deleted meanwhile
             if stored.nonce == nonce:
-                return _MINE
-            return _ABSENT if stored.etag == etag else _THEIRS
+                return MINE
+            return ABSENT if stored.etag == etag else THEIRS
 
         def send(nonce: str) -> dict[str, Any]:
             try:
                 return self._put(key, data, nonce, IfMatch=etag)
             except botocore.exceptions.ClientError as e:
-                if _code(e) in _NOT_FOUND_CODES:  # AWS: If-Match on a missing key is a 404
+                if error_code(e) in NOT_FOUND_CODES:  # AWS: If-Match on a missing key is a 404
                     raise PreconditionFailed(f"{self.url}/{key} was deleted") from e
                 raise
 
@@ -445,20 +357,20 @@ class S3Store(Store):
             try:
                 self.writer.delete_object(Bucket=self.bucket, Key=self._key(key), **kw)
             except botocore.exceptions.ClientError as e:
-                code = _code(e)
+                code = error_code(e)
                 # A missing key is not an error: AWS answers a conditional delete of one with
                 # 404, SeaweedFS with 412.
-                if code in _NOT_FOUND_CODES or (
-                    code in _CONFLICT_CODES and self._stored(key) is None
+                if code in NOT_FOUND_CODES or (
+                    code in CONFLICT_CODES and self._stored(key) is None
                 ):
                     return {}
                 raise
             return {}
 
-        def judge(stored: _Stored | None, _nonce: str) -> str:
+        def judge(stored: Stored | None, _nonce: str) -> str:
             if stored is None:
-                return _MINE  # gone, which is what a delete asks for
-            return _ABSENT if if_match is None or stored.etag == if_match else _THEIRS
+                return MINE  # gone, which is what a delete asks for
+            return ABSENT if if_match is None or stored.etag == if_match else THEIRS
 
         self._write(key, send, judge, lambda: PreconditionFailed(f"{self.url}/{key} changed"))
 
@@ -473,154 +385,19 @@ class S3Store(Store):
         create_only: bool,
         on_chunk: Callable[[bytes], None] | None = None,
     ) -> ObjectInfo:
-        first = _read_full(src, SINGLE_PUT_MAX + 1)
+        first = read_full(src, SINGLE_PUT_MAX + 1)
         if len(first) <= SINGLE_PUT_MAX:
             if on_chunk is not None:
                 on_chunk(first)
             etag = self.put_new(key, first) if create_only else self.put(key, first)
             return ObjectInfo(key=key, size=len(first), etag=etag, modified=_now())
-        return self._multipart(key, first, src, create_only, on_chunk)
-
-    def _multipart(
-        self,
-        key: str,
-        first: bytes,
-        src: BinaryIO,
-        create_only: bool,
-        on_chunk: Callable[[bytes], None] | None,
-    ) -> ObjectInfo:
-        full = self._key(key)
-        nonce = uuid.uuid4().hex  # set at create, so the completed object carries it
-        # Creating an upload has no visible effect, so the retrying client is safe here.
-        upload_id = self._call(
-            "write", key, self.client.create_multipart_upload, Metadata={NONCE: nonce}
-        )["UploadId"]
-        parts: dict[int, str] = {}
-        try:
-            with concurrent.futures.ThreadPoolExecutor(UPLOAD_THREADS) as pool:
-                pending: dict[concurrent.futures.Future[Any], int] = {}
-                number, buffered = 0, first
-                while True:
-                    chunk = buffered + _read_full(src, PART_SIZE - len(buffered))
-                    buffered = b""
-                    if not chunk:
-                        break
-                    number += 1
-                    if number > MAX_PARTS:
-                        raise StoreError(f"{key} is larger than {MAX_PARTS} parts of {PART_SIZE}")
-                    if on_chunk is not None:
-                        on_chunk(chunk)
-                    # A part is idempotent (same number, same bytes), so boto3 may retry it.
-                    fut = pool.submit(
-                        self.client.upload_part,
-                        Bucket=self.bucket,
-                        Key=full,
-                        UploadId=upload_id,
-                        PartNumber=number,
-                        Body=chunk,
-                    )
-                    pending[fut] = number
-                    if len(pending) >= UPLOAD_THREADS:  # bounded memory: at most N parts in flight
-                        _collect(pending, parts, wait_all=False)
-                _collect(pending, parts, wait_all=True)
-            etag = self._complete(key, upload_id, parts, nonce, create_only)
-        except BaseException as e:
-            # An upload never completed costs storage only; a bucket lifecycle rule ends it.
-            with contextlib.suppress(
-                botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError
-            ):
-                self.writer.abort_multipart_upload(Bucket=self.bucket, Key=full, UploadId=upload_id)
-            if isinstance(e, botocore.exceptions.ClientError | botocore.exceptions.BotoCoreError):
-                self._fail(e, key, "write")
-            raise
-        info = self.head(key)
-        return ObjectInfo(key=key, size=info.size, etag=etag or info.etag, modified=info.modified)
-
-    def _complete(
-        self, key: str, upload_id: str, parts: dict[int, str], nonce: str, create_only: bool
-    ) -> str:
-        kw: dict[str, Any] = {"IfNoneMatch": "*"} if create_only else {}
-        listing: Any = {"Parts": [{"ETag": parts[n], "PartNumber": n} for n in sorted(parts)]}
-
-        def send(_attempt_nonce: str) -> dict[str, Any]:
-            try:
-                return dict(
-                    self.writer.complete_multipart_upload(
-                        Bucket=self.bucket,
-                        Key=self._key(key),
-                        UploadId=upload_id,
-                        MultipartUpload=listing,
-                        **kw,
-                    )
-                )
-            except botocore.exceptions.ClientError as e:
-                if _code(e) != "NoSuchUpload":
-                    raise
-                return {}  # completed by an attempt whose reply was lost: settled below
-
-        def judge(stored: _Stored | None, _attempt_nonce: str) -> str:
-            if stored is not None and stored.nonce == nonce:
-                return _MINE
-            return _THEIRS if stored is not None and create_only else _ABSENT
-
-        etag = self._write(
-            key, send, judge, lambda: ObjectExists(f"{self.url}/{key} already exists")
-        )
-        if not etag:  # NoSuchUpload: settle by reading back
-            stored = self._stored(key)
-            if stored is None or stored.nonce != nonce:
-                raise StoreUnavailable(f"the multipart upload of {self.url}/{key} was lost")
-            etag = stored.etag
-        return etag
-
-
-def _judge_new(stored: _Stored | None, nonce: str) -> str:
-    if stored is None:
-        return _ABSENT
-    return _MINE if stored.nonce == nonce else _THEIRS
-
-
-def _ambiguous(e: botocore.exceptions.ClientError) -> bool:
-    """A reply that does not say the write was refused: a 5xx, or S3's own timeouts."""
-    status = int(e.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
-    return status >= 500 or status == 0 or _code(e) in ("RequestTimeout", "SlowDown")
+        return multipart_upload(self, key, first, src, create_only=create_only, on_chunk=on_chunk)
 
 
 def _now() -> Any:
     from datetime import UTC, datetime  # noqa: PLC0415 - only for the returned ObjectInfo
 
     return datetime.now(UTC)
-
-
-def _collect(
-    pending: dict[concurrent.futures.Future[Any], int], parts: dict[int, str], *, wait_all: bool
-) -> None:
-    how = concurrent.futures.ALL_COMPLETED if wait_all else concurrent.futures.FIRST_COMPLETED
-    done, _ = concurrent.futures.wait(pending, return_when=how)
-    for fut in done:
-        parts[pending.pop(fut)] = fut.result()["ETag"]
-
-
-def _read_full(src: BinaryIO, n: int) -> bytes:
-    out = bytearray()
-    while len(out) < n:
-        chunk = src.read(n - len(out))
-        if not chunk:
-            break
-        out += chunk
-    return bytes(out)
-
-
-def _code(e: Exception) -> str:
-    if isinstance(e, botocore.exceptions.ClientError):
-        return str(e.response.get("Error", {}).get("Code", ""))
-    return ""
-
-
-def _conflict(kw: dict[str, Any], where: str) -> StoreError:
-    if kw.get("IfNoneMatch") == "*":
-        return ObjectExists(f"{where} already exists")
-    return PreconditionFailed(f"{where} changed since it was read")
 
 
 class _NotModifiedError(Exception):
