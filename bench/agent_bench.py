@@ -26,7 +26,9 @@ import boto3
 
 from bench.common import emit, proc_cpu_s, proc_rss_mb, wait_for
 from modelswap.pointers import Move, move_pointer
-from modelswap.registry import PublishRequest, Registry
+from modelswap.publish import PublishRequest
+from modelswap.publish import publish as publish_request
+from modelswap.registry import Registry
 from modelswap.store import open_store
 from modelswap.testing import seaweed
 from modelswap.testing.agents import AgentProc
@@ -169,7 +171,7 @@ def bench_download(reg: Registry, work: Path, size_mb: int, repeats: int) -> dic
         block = os.urandom(1 << 20)
         for _ in range(size_mb):
             f.write(block)
-    reg.publish(PublishRequest(model="big", files={"model.onnx": big}, version="v1"))
+    publish_request(reg, PublishRequest(model="big", files={"model.onnx": big}, version="v1"))
     move_pointer(reg, Move("big", "CURRENT", "v1", "promote", "bench"))
     client = boto3.client("s3")
     agent_s, plain_s, plain_hash_s = [], [], []
@@ -239,7 +241,9 @@ def main() -> None:
         small = work / "small.onnx"
         for v in ("v1", "v2"):
             small.write_bytes(os.urandom(64 << 10))
-            reg.publish(PublishRequest(model="small", files={"model.onnx": small}, version=v))
+            publish_request(
+                reg, PublishRequest(model="small", files={"model.onnx": small}, version=v)
+            )
         move_pointer(reg, Move("small", "CURRENT", "v1", "promote", "bench"))
         results.update(bench_idle(proxy, work, args.idle_s))
         for n in (1, args.agents):

@@ -31,7 +31,9 @@ import boto3
 from bench.agent_bench import CountingProxy, link_times, linked
 from bench.common import emit, proc_cpu_s, proc_rss_mb, wait_for
 from modelswap.pointers import Move, move_pointer
-from modelswap.registry import PublishRequest, Registry
+from modelswap.publish import PublishRequest
+from modelswap.publish import publish as publish_request
+from modelswap.registry import Registry
 from modelswap.store import open_store
 from modelswap.testing import seaweed
 from modelswap.testing.agents import AgentProc
@@ -149,7 +151,9 @@ def main() -> None:
                 f = work / v / "model.onnx"
                 f.parent.mkdir()
                 f.write_bytes(os.urandom(64 << 10))
-                reg.publish(PublishRequest(model="small", files={"model.onnx": f}, version=v))
+                publish_request(
+                    reg, PublishRequest(model="small", files={"model.onnx": f}, version=v)
+                )
             move_pointer(reg, Move("small", "CURRENT", "v1", "promote", "bench"))
             for refresh in (False, True):
                 key = f"promote_to_{args.agents}_agents_{args.interval:g}s" + (

@@ -25,7 +25,9 @@ import boto3
 
 from bench.common import emit
 from modelswap.pointers import Move, move_pointer
-from modelswap.registry import PublishRequest, Registry
+from modelswap.publish import PublishRequest
+from modelswap.publish import publish as publish_request
+from modelswap.registry import Registry
 from modelswap.store import open_store
 from modelswap.testing import seaweed
 
@@ -203,7 +205,7 @@ def main() -> None:
             for i, (name, folder) in enumerate(cases.items()):
                 model = f"m{i}"
                 files = {p.name: p for p in folder.iterdir()}
-                reg.publish(PublishRequest(model=model, files=files, version="v1"))
+                publish_request(reg, PublishRequest(model=model, files=files, version="v1"))
                 move_pointer(reg, Move(model, "CURRENT", "v1", "promote", "bench"))
                 size_mb = sum(p.stat().st_size for p in folder.iterdir()) / (1 << 20)
                 out = work / "out"

@@ -14,7 +14,9 @@ from pathlib import Path
 import boto3
 
 from modelswap.pointers import Move, move_pointer
-from modelswap.registry import PublishRequest, Registry
+from modelswap.publish import PublishRequest
+from modelswap.publish import publish as publish_request
+from modelswap.registry import Registry
 from modelswap.store import open_store
 from modelswap.testing import seaweed
 
@@ -32,7 +34,7 @@ def main() -> int:
             f = work / v / "model.onnx"
             f.parent.mkdir()
             f.write_bytes(os.urandom(1 << 20))
-            reg.publish(PublishRequest(model="clf", files={"model.onnx": f}, version=v))
+            publish_request(reg, PublishRequest(model="clf", files={"model.onnx": f}, version=v))
         move_pointer(reg, Move("clf", "CURRENT", "v1", "promote", "image-test"))
         dest = work / "volume"
         dest.mkdir()

@@ -145,10 +145,13 @@ def test_diff_json_lists_changed_metadata_metrics_and_files(
     assert old["sha256"] != new["sha256"]
 
 
-def _stderr_on_a_terminal(*args: str, registry: str) -> tuple[int, str]:
+def _stderr_on_a_terminal(
+    *args: str, registry: str, extra_env: dict[str, str] | None = None
+) -> tuple[int, str]:
     """Run the CLI with stderr on a real pseudo-terminal; its exit code and what it drew."""
     main, follower = pty.openpty()
     env = dict(os.environ, MODELSWAP_REGISTRY=registry, MODELSWAP_ACTOR="tester@test")
+    env.update(extra_env or {})
     proc = subprocess.Popen(
         [sys.executable, "-m", "modelswap", *args],
         stdout=subprocess.DEVNULL,
@@ -189,3 +192,18 @@ def test_long_transfers_show_progress_on_a_terminal_only(tmp_path: Path) -> None
     assert (code, drawn) == (0, "")
     piped = run_cli("verify", "clf", registry=reg)
     assert (piped.returncode, piped.stderr) == (0, "")
+
+    # gate downloads both versions before evaluating: 2 x 30 MB, drawn as one transfer
+    big.write_bytes(os.urandom(30_000_000))
+    assert run_cli("publish", "clf", str(big), registry=reg).returncode == 0
+    (tmp_path / "evals_const.py").write_text(
+        "def same(model_dir, eval_set):\n    return {'accuracy': 0.9}\n"
+    )
+    (tmp_path / "eval.bin").write_bytes(b"fixed")
+    gate = ("gate", "clf", "v2", "--against", "v1", "--eval-set", str(tmp_path / "eval.bin"))
+    gate += ("--evaluator", "evals_const:same")
+    on_path = {"PYTHONPATH": f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    code, drawn = _stderr_on_a_terminal(*gate, registry=reg, extra_env=on_path)
+    assert (code, "gate clf/v2: 60.0 MB / 60.0 MB" in drawn) == (0, True), drawn[-500:]
+    code, drawn = _stderr_on_a_terminal(*gate, "--quiet", registry=reg, extra_env=on_path)
+    assert (code, drawn) == (0, "")

@@ -20,6 +20,7 @@ from modelswap.download import FetchStats, fetch_version
 from modelswap.errors import StoreUnavailable
 from modelswap.pointers import Move, move_pointer
 from modelswap.publish import PublishRequest
+from modelswap.publish import publish as publish_request
 from modelswap.registry import Registry
 from modelswap.store import StoreOptions, open_store
 from modelswap.testing.agents import AgentProc
@@ -43,7 +44,7 @@ def _publish(reg: Registry, tmp_path: Path, version: str, data: bytes) -> None:
     path = tmp_path / uuid.uuid4().hex[:8] / "f.bin"
     path.parent.mkdir(parents=True)
     path.write_bytes(data)
-    reg.publish(PublishRequest(model="clf", files={"f.bin": path}, version=version))
+    publish_request(reg, PublishRequest(model="clf", files={"f.bin": path}, version=version))
 
 
 def test_cli_against_an_endpoint_that_never_answers_fails_within_seconds(

@@ -32,3 +32,28 @@ def test_demo_runs_to_the_end_with_no_failed_request() -> None:
     assert ", failed: 0" in out
     assert "no request failed during any swap" in out
     assert "FORCED by demo" in out
+
+
+@pytest.mark.timeout(400)
+def test_demo_s3_prints_the_endpoint_and_credentials_it_used() -> None:
+    """`make demo-s3` (the demo on a loopback SeaweedFS) prints an export line with the
+    endpoint, a key pair and the registry, so its commands can be re-run by hand."""
+    result = subprocess.run(
+        [sys.executable, "-m", "examples.demo", "--fast", "--s3-local"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=380,
+        check=False,
+        env=dict(os.environ, MODELSWAP_REGISTRY=""),
+    )
+    out = result.stdout
+    assert result.returncode == 0, out[-3000:] + result.stderr[-3000:]
+    exports = [line.strip() for line in out.splitlines() if line.strip().startswith("export ")]
+    assert len(exports) == 1, out[:2000]
+    values = dict(item.split("=", 1) for item in exports[0].removeprefix("export ").split())
+    assert values["AWS_ENDPOINT_URL"].startswith("http://127.0.0.1:")
+    assert values["AWS_ACCESS_KEY_ID"]
+    assert values["AWS_SECRET_ACCESS_KEY"]
+    assert values["MODELSWAP_REGISTRY"] == "s3://demo/models"
+    assert ", failed: 0" in out

@@ -16,6 +16,7 @@ import pytest
 
 from modelswap.pointers import Move, move_pointer
 from modelswap.publish import PublishRequest
+from modelswap.publish import publish as publish_request
 from modelswap.registry import Registry
 from modelswap.store import open_store
 from modelswap.testing.agents import AgentProc
@@ -33,7 +34,7 @@ def publish(reg: Registry, tmp_path: Path, version: str, data: bytes, name: str 
     path = tmp_path / "files" / version / name
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(data)
-    reg.publish(PublishRequest(model="clf", files={name: path}, version=version))
+    publish_request(reg, PublishRequest(model="clf", files={name: path}, version=version))
 
 
 def promote(reg: Registry, version: str) -> None:

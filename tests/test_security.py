@@ -62,7 +62,7 @@ def s3_model(s3_server: Any, tmp_path: Path) -> tuple[str, Registry]:
         path = tmp_path / v / "f.bin"
         path.parent.mkdir()
         path.write_bytes(v.encode() * 100)
-        reg.publish(PublishRequest(model="clf", files={"f.bin": path}, version=v))
+        publish(reg, PublishRequest(model="clf", files={"f.bin": path}, version=v))
     move_pointer(reg, Move("clf", "CURRENT", "v1", "promote", "t"))
     return url, reg
 
