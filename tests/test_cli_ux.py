@@ -207,3 +207,49 @@ def test_long_transfers_show_progress_on_a_terminal_only(tmp_path: Path) -> None
     assert (code, "gate clf/v2: 60.0 MB / 60.0 MB" in drawn) == (0, True), drawn[-500:]
     code, drawn = _stderr_on_a_terminal(*gate, "--quiet", registry=reg, extra_env=on_path)
     assert (code, drawn) == (0, "")
+
+
+def test_a_variable_a_command_no_longer_reads_is_named_not_ignored(tmp_path: Path) -> None:
+    """MODELSWAP_METRIC meant K=V to publish and NAME:max to the gate; left in CI's
+    environment it was silently ignored after the split, and the gate used its default. Now
+    the command refuses and names the variable it reads; MODELSWAP_VERSION (what hooks are
+    told) only draws a warning from publish."""
+    reg = str(tmp_path / "r")
+    (tmp_path / "m.bin").write_bytes(b"weights")
+    r = run_cli(
+        "publish", "clf", str(tmp_path / "m.bin"), registry=reg,
+        env={"MODELSWAP_METRIC": "accuracy=0.9"},
+    )  # fmt: skip
+    assert r.returncode == 2
+    assert r.stderr.splitlines() == [
+        "error: publish does not read MODELSWAP_METRIC; it reads MODELSWAP_PUBLISH_METRIC",
+        "hint: rename it MODELSWAP_PUBLISH_METRIC (K=V), or unset MODELSWAP_METRIC",
+    ]
+    assert not (tmp_path / "r").exists()  # nothing was published
+    r = run_cli(
+        "publish", "clf", str(tmp_path / "m.bin"), registry=reg, env={"MODELSWAP_VERSION": "v7"}
+    )
+    assert (r.returncode, r.stdout.strip()) == (0, "v1")
+    assert "warning: publish does not read MODELSWAP_VERSION" in r.stderr
+    r = run_cli("gate", "clf", "v1", "--eval-set", "e.npz", registry=reg,
+                env={"MODELSWAP_METRIC": "accuracy:min"})  # fmt: skip
+    assert r.returncode == 2
+    assert "it reads MODELSWAP_GATE_METRIC" in r.stderr
+
+
+def test_gate_and_promote_hints_name_only_their_own_flags(tmp_path: Path) -> None:
+    """With nothing live to compare with, gate's hint offers --min and --against (it has no
+    --force), promote's offers --min and --force (it has no --against)."""
+    reg = str(tmp_path / "r")
+    (tmp_path / "m.bin").write_bytes(b"weights")
+    (tmp_path / "e.bin").write_bytes(b"fixed")
+    assert run_cli("publish", "clf", str(tmp_path / "m.bin"), registry=reg).returncode == 0
+    gate = run_cli("gate", "clf", "v1", "--eval-set", str(tmp_path / "e.bin"), registry=reg)
+    promote = run_cli("promote", "clf", "v1", "--eval-set", str(tmp_path / "e.bin"), registry=reg)
+    gate_hint = gate.stderr.splitlines()[-1]
+    promote_hint = promote.stderr.splitlines()[-1]
+    assert (gate.returncode, promote.returncode) == (1, 1)
+    assert "--against" in gate_hint
+    assert "--force" not in gate_hint
+    assert "--force --reason" in promote_hint
+    assert "--against" not in promote_hint

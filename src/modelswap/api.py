@@ -262,8 +262,26 @@ class Registry:
         """Evaluate candidate and `against` (default: what the pointer names) on one eval
         set; `.passed` says whether the candidate may go live. `progress` is told the bytes
         of both versions' downloads."""
-        name, direction = parse_metric(metric)
-        spec = GateSpec(Path(eval_set), name, direction, tolerance, evaluator, minimum)
+        return self._gate(
+            model,
+            candidate,
+            GateSpec(Path(eval_set), *parse_metric(metric), tolerance, evaluator, minimum),
+            against=against,
+            pointer=pointer,
+            progress=progress,
+        )
+
+    def _gate(
+        self,
+        model: str,
+        candidate: str,
+        spec: GateSpec,
+        *,
+        against: str | None,
+        pointer: str,
+        progress: ProgressSink | None = None,
+        for_promote: bool = False,
+    ) -> GateResult:
         return run_gate(
             self._versions,
             check_model(model),
@@ -272,6 +290,7 @@ class Registry:
             against=check_version(against) if against else None,
             pointer=check_pointer_name(pointer),
             progress=progress,
+            for_promote=for_promote,
         )
 
     def promote(
@@ -308,19 +327,15 @@ class Registry:
         if eval_set is not None:
             state = read_pointer(self._versions, model, pointer)
             against = state.version if state else None
+            spec = GateSpec(Path(eval_set), *parse_metric(metric), tolerance, evaluator, minimum)
             try:
-                result = self.gate(
-                    model,
-                    version,
-                    eval_set=eval_set,
-                    metric=metric,
-                    tolerance=tolerance,
-                    evaluator=evaluator,
-                    minimum=minimum,
-                    pointer=pointer,
+                result = self._gate(
+                    model, version, spec, against=against, pointer=pointer, for_promote=True
                 )
             except (GateError, EvaluationError) as e:  # a gate that cannot judge refuses...
                 if not force:  # ...unless forced, and then the error is what is recorded
+                    if "--force" not in e.hint:
+                        e.hint += "; or promote anyway with --force --reason (recorded)"
                     raise
                 gate_record = GateRecord(
                     passed=False, forced=True, forced_by=self.actor, error=str(e)

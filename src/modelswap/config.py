@@ -86,6 +86,41 @@ def resolve_env(args: argparse.Namespace) -> argparse.Namespace:
     return args
 
 
+# Variables that meant two things and are no longer read by some commands: command -> what it
+# reads now. MODELSWAP_METRIC was K=V to publish and NAME:max to the gate, so a value left in
+# CI's environment would now be ignored and the gate would silently use its default: an error.
+# MODELSWAP_KEEP (the agent's --keep) and MODELSWAP_VERSION (what on-swap hooks are told) still
+# mean something elsewhere, so a command that no longer reads them only says so.
+RETIRED: dict[str, tuple[bool, dict[str, str]]] = {
+    "MODELSWAP_METRIC": (
+        True,
+        {
+            "publish": "MODELSWAP_PUBLISH_METRIC (K=V)",
+            "gate": "MODELSWAP_GATE_METRIC (NAME or NAME:max|min)",
+            "promote": "MODELSWAP_GATE_METRIC (NAME or NAME:max|min)",
+        },
+    ),
+    "MODELSWAP_KEEP": (False, {"gc": "MODELSWAP_GC_KEEP"}),
+    "MODELSWAP_VERSION": (False, {"publish": "MODELSWAP_PUBLISH_VERSION"}),
+}
+
+
+def retired_variables(command: str) -> tuple[list[UsageError], list[UsageError]]:
+    """(errors, warnings) for set variables that `command` no longer reads."""
+    errors: list[UsageError] = []
+    warnings: list[UsageError] = []
+    for name, (fatal, readers) in RETIRED.items():
+        now = readers.get(command)
+        if now is None or os.environ.get(name) is None:
+            continue
+        problem = UsageError(
+            f"{command} does not read {name}; it reads {now.split()[0]}",
+            hint=f"rename it {now}, or unset {name}",
+        )
+        (errors if fatal else warnings).append(problem)
+    return errors, warnings
+
+
 # Environment variables whose values are secrets: masked wherever they would be shown.
 _SECRET_NAME = re.compile(r"SECRET|TOKEN|PASSWORD|PASSWD|CREDENTIAL|SESSION|(?<!_ID)_KEY$")
 

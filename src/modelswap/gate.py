@@ -40,7 +40,7 @@ DEFAULT_TOLERANCE = 0.005
 
 
 class GateError(ModelswapError):
-    default_hint = "the gate refuses when it cannot decide; fix the cause, or --force --reason"
+    default_hint = "the gate refuses when it cannot decide; fix the cause"
 
 
 def parse_metric(spec: str) -> tuple[str, str]:
@@ -130,7 +130,10 @@ def run_gate(
     against: str | None,
     pointer: str = "CURRENT",
     progress: ProgressSink | None = None,
+    for_promote: bool = False,
 ) -> GateResult:
+    """Evaluate candidate and `against` on spec's eval set. for_promote: the hints name
+    promote's flags (--force) instead of gate's (--against)."""
     if spec.tolerance < 0 or not math.isfinite(spec.tolerance):
         raise UsageError("--tolerance must be a finite number >= 0")
     if against is None:
@@ -139,8 +142,11 @@ def run_gate(
     if against is None and spec.floor is None:
         raise GateError(
             f"{model} has no {pointer} yet, so there is nothing to compare {candidate} against",
-            hint="give an explicit bound with --min 0.9, compare with --against VERSION, or "
-            "--force --reason",
+            hint="give the bound a first promotion must meet with --min 0.9, or move without "
+            "a comparison with --force --reason"
+            if for_promote
+            else "give a bound the candidate must meet with --min 0.9, or compare it with "
+            "--against VERSION",
         )
     evaluate = load_evaluator(spec.evaluator)
     sha = file_sha256(spec.eval_set)

@@ -12,7 +12,7 @@ import sys
 
 from modelswap import redact
 from modelswap.cli.parser import build_parser
-from modelswap.config import resolve_env, secret_values
+from modelswap.config import resolve_env, retired_variables, secret_values
 from modelswap.errors import ModelswapError
 
 __all__ = ["build_parser", "main"]
@@ -23,6 +23,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         parser = build_parser()
         args = resolve_env(parser.parse_args(argv))
+        errors, warnings = retired_variables(args.command)
+        for w in warnings:
+            print(f"warning: {w}", file=sys.stderr)
+            print(f"hint: {w.hint}", file=sys.stderr)
+        if errors:
+            raise errors[0]
         code: int = args.fn(args)
         return code
     except ModelswapError as e:
