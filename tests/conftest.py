@@ -18,6 +18,7 @@ import pytest
 from modelswap.registry import Registry
 from modelswap.store import Store, open_store
 from modelswap.testing import seaweed
+from tests.agent_helpers import promote, publish
 
 BUCKET = "modelswap-tests"
 
@@ -102,3 +103,12 @@ def wait_until(predicate: Callable[[], bool], timeout: float = 10, interval: flo
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout}s")
         time.sleep(interval)
+
+
+@pytest.fixture
+def two_versions(registry: Registry, model_file: Callable[[str, bytes], Path]) -> Registry:
+    """clf with v1 and v2 (30 kB each), CURRENT on v1: where most agent tests start."""
+    publish(registry, model_file, b"one" * 10_000, "v1")
+    publish(registry, model_file, b"two" * 10_000, "v2")
+    promote(registry, "v1")
+    return registry

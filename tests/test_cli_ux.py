@@ -253,3 +253,22 @@ def test_gate_and_promote_hints_name_only_their_own_flags(tmp_path: Path) -> Non
     assert "--force" not in gate_hint
     assert "--force --reason" in promote_hint
     assert "--against" not in promote_hint
+
+
+def test_gc_json_says_what_it_deleted_and_why_it_kept_the_rest(tmp_path: Path) -> None:
+    reg = str(tmp_path / "r")
+    for n in (1, 2, 3):
+        (tmp_path / "m.bin").write_bytes(b"w" * n)
+        assert run_cli("publish", "clf", str(tmp_path / "m.bin"), registry=reg).returncode == 0
+    assert run_cli("promote", "clf", "v3", registry=reg).returncode == 0
+    r = run_cli("gc", "clf", "--keep", "1", "--dry-run", "--json", registry=reg)
+    assert r.returncode == 0, r.stderr
+    view = json.loads(r.stdout)
+    assert (view["dry_run"], view["partial"]) == (True, [])
+    assert sorted(view["deleted"]) == ["v1", "v2"]
+    assert view["kept"]["v3"] == "named by CURRENT"
+    r = run_cli("gc", "clf", "--keep", "1", "--json", registry=reg)
+    assert sorted(json.loads(r.stdout)["deleted"]) == ["v1", "v2"]
+    assert [
+        v["version"] for v in json.loads(run_cli("versions", "clf", "--json", registry=reg).stdout)
+    ] == ["v3"]

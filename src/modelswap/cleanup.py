@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass, field
+from typing import Any
 
 from modelswap import keys, locks
 from modelswap.errors import Busy, InvalidMetadata, InvalidPointer, UsageError, VersionNotFound
@@ -13,11 +14,23 @@ from modelswap.pointers import acquire_moves, list_pointers
 from modelswap.registry import Registry
 
 
-@dataclass
+@dataclass(frozen=True)
 class GcReport:
+    """What gc deleted (or with dry_run would delete) and why it kept the rest."""
+
+    deleted: tuple[str, ...]
+    partial: tuple[str, ...]  # leftovers of interrupted publishes
+    kept: dict[str, str]  # version -> why
+
+    def to_json(self) -> dict[str, Any]:
+        return {"deleted": list(self.deleted), "partial": list(self.partial), "kept": self.kept}
+
+
+@dataclass
+class _Plan:
     deleted: list[str] = field(default_factory=list)
     partial: list[str] = field(default_factory=list)
-    kept: dict[str, str] = field(default_factory=dict)  # version -> why
+    kept: dict[str, str] = field(default_factory=dict)
 
 
 def collect_garbage(
@@ -36,7 +49,7 @@ def collect_garbage(
             # version while gc decides and deletes.
             lease = stack.enter_context(acquire_moves(registry, model, actor=actor).keep_alive())
         pointers = list_pointers(registry, model)
-        report = GcReport()
+        report = _Plan()
         for name, state in pointers.items():
             if isinstance(state, InvalidPointer):
                 raise InvalidPointer(
@@ -71,7 +84,7 @@ def collect_garbage(
                 lease.check()
                 if not _delete_partial(registry, model, v, actor):
                     report.partial.remove(v)
-        return report
+        return GcReport(tuple(report.deleted), tuple(report.partial), dict(report.kept))
 
 
 def _delete_partial(registry: Registry, model: str, version: str, actor: str) -> bool:

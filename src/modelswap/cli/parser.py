@@ -150,6 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="keep this many newest versions and the versions of the last N events",
     )
     add_flag(p, "--dry-run", action="store_true", help="only say what would be deleted")
+    add_flag(p, "--json", action="store_true", help="deleted, partial and kept as JSON")
 
     _add_fleet_commands(command)
     return parser

@@ -125,6 +125,9 @@ def cmd_download(args: argparse.Namespace) -> int:
 
 def cmd_gc(args: argparse.Namespace) -> int:
     report = _api(args).gc(args.model, keep=args.keep, dry_run=args.dry_run)
+    if args.json:
+        _print_json({"dry_run": args.dry_run, **report.to_json()})
+        return 0
     verb = "would delete" if args.dry_run else "deleted"
     lines: list[Any] = [f"{verb} {v}" for v in report.deleted]
     lines += [f"{verb} {v} (partial upload)" for v in report.partial]
