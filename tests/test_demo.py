@@ -12,20 +12,25 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.timeout(300)
-def test_demo_runs_to_the_end_with_no_failed_request() -> None:
-    """`python -m examples.demo --fast` exits 0, rolls back, and reports zero failures."""
+def _demo(*flags: str, timeout: float) -> tuple[str, str]:
+    """Run the demo in fast mode; its stdout and the tail of both streams for a failure."""
     result = subprocess.run(
-        [sys.executable, "-m", "examples.demo", "--fast"],
+        [sys.executable, "-m", "examples.demo", "--fast", *flags],
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=280,
+        timeout=timeout,
         check=False,
         env=dict(os.environ, MODELSWAP_REGISTRY=""),
     )
-    out = result.stdout
-    assert result.returncode == 0, out[-3000:] + result.stderr[-3000:]
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result.stdout, result.stderr
+
+
+@pytest.mark.timeout(300)
+def test_demo_runs_to_the_end_with_no_failed_request() -> None:
+    """`python -m examples.demo --fast` exits 0, rolls back, and reports zero failures."""
+    out, _ = _demo(timeout=280)
     assert "REFUSED: v3 is worse than v2" in out
     assert "digits/CURRENT: v3 -> v2 (event 4)" in out
     assert "requests sent: " in out
@@ -38,17 +43,7 @@ def test_demo_runs_to_the_end_with_no_failed_request() -> None:
 def test_demo_s3_prints_the_endpoint_and_credentials_it_used() -> None:
     """`make demo-s3` (the demo on a loopback SeaweedFS) prints an export line with the
     endpoint, a key pair and the registry, so its commands can be re-run by hand."""
-    result = subprocess.run(
-        [sys.executable, "-m", "examples.demo", "--fast", "--s3-local"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=380,
-        check=False,
-        env=dict(os.environ, MODELSWAP_REGISTRY=""),
-    )
-    out = result.stdout
-    assert result.returncode == 0, out[-3000:] + result.stderr[-3000:]
+    out, _ = _demo("--s3-local", timeout=380)
     exports = [line.strip() for line in out.splitlines() if line.strip().startswith("export ")]
     assert len(exports) == 1, out[:2000]
     values = dict(item.split("=", 1) for item in exports[0].removeprefix("export ").split())
