@@ -138,6 +138,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model")
     p.add_argument("version", nargs="?", help="default: every version")
 
+    _add_gc_command(command)
+    _add_fleet_commands(command)
+    return parser
+
+
+def _add_gc_command(command: Command) -> None:
     p = command("gc", cmd_gc, "delete old versions no pointer or recent event names")
     p.add_argument("model")
     add_flag(
@@ -151,9 +157,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_flag(p, "--dry-run", action="store_true", help="only say what would be deleted")
     add_flag(p, "--json", action="store_true", help="deleted, partial and kept as JSON")
-
-    _add_fleet_commands(command)
-    return parser
 
 
 def _add_gate_flags(p: _Parser) -> None:

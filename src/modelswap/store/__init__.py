@@ -1,10 +1,10 @@
-"""Open a registry root by URL: s3://bucket/prefix, file:///abs/path, or a plain folder path."""
+"""Open a registry root by URL: s3://, gs:// or az:// bucket/prefix, file:///abs/path, a folder."""
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
-from urllib.parse import urlparse
+from urllib.parse import ParseResult, urlparse
 
 from modelswap.errors import RegistryURLInvalid, StoreUnavailable
 from modelswap.store.base import Blob, ObjectInfo, Store, StoreOptions
@@ -13,13 +13,20 @@ from modelswap.store.local import LocalStore
 __all__ = ["Blob", "ObjectInfo", "Store", "StoreOptions", "open_store"]
 
 _BUCKET_RE = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+_GCS_BUCKET_RE = re.compile(r"[a-z0-9][a-z0-9._-]{1,61}[a-z0-9]")
+_CONTAINER_RE = re.compile(r"[a-z0-9](?!.*--)[a-z0-9-]{1,61}[a-z0-9]")
 # "s3:/b", "s3//b", "gs:b": a URL mistyped, never meant as a folder called "s3:".
 _LOOKS_LIKE_URL = re.compile(r"(s3|gs|az|file|https?)(?::|//|:/)", re.IGNORECASE)
 _URL_FORMS = {
     "s3": "write s3://bucket/prefix (two slashes after the colon)",
     "file": "write file:///absolute/path (three slashes) or a plain folder path",
+    "gs": "write gs://bucket/prefix (two slashes after the colon)",
+    "az": "write az://container/prefix (two slashes after the colon)",
 }
-_UNSUPPORTED = "registries are s3://bucket/prefix, file:///absolute/path or a folder"
+_UNSUPPORTED = (
+    "registries are s3://bucket/prefix, gs://bucket/prefix, az://container/prefix, "
+    "file:///absolute/path or a folder"
+)
 
 
 def open_store(url: str, options: StoreOptions | None = None) -> Store:
@@ -63,4 +70,37 @@ def open_store(url: str, options: StoreOptions | None = None) -> Store:
                 hint="pip install 'modelswap[s3]'",
             ) from e
         return S3Store(bucket, parsed.path, options=options)
-    raise RegistryURLInvalid(f"registry URL {url!r} has an unsupported scheme {parsed.scheme!r}")
+    if parsed.scheme in ("gs", "az"):
+        return _cloud_store(url, parsed, options)
+    raise RegistryURLInvalid(
+        f"registry URL {url!r} has an unsupported scheme {parsed.scheme!r}", hint=_UNSUPPORTED
+    )
+
+
+def _cloud_store(url: str, parsed: ParseResult, options: StoreOptions | None) -> Store:
+    """gs://bucket/prefix or az://container/prefix, each through its cloud's own SDK."""
+    scheme, name, path = parsed.scheme, parsed.netloc, parsed.path
+    valid = _GCS_BUCKET_RE if scheme == "gs" else _CONTAINER_RE
+    if not valid.fullmatch(name):
+        what = "bucket" if scheme == "gs" else "container"
+        raise RegistryURLInvalid(
+            f"registry URL {url!r} has no valid {what} name",
+            hint=f"write {scheme}://{what}/prefix; {what} names are lower-case letters, digits "
+            + ("dots, dashes and underscores" if scheme == "gs" else "and single dashes (3-63)"),
+        )
+    if parsed.query or parsed.fragment or "//" in path:
+        raise RegistryURLInvalid(f"registry URL {url!r} has an unexpected '?', '#' or '//'")
+    extra = "gcs" if scheme == "gs" else "azure"
+    try:
+        if scheme == "gs":
+            from modelswap.store.gcs import GCSStore  # noqa: PLC0415 - its SDK only when used
+
+            return GCSStore(name, path, options=options)
+        from modelswap.store.azure import AzureStore  # noqa: PLC0415 - its SDK only when used
+
+        return AzureStore(name, path, options=options)
+    except ImportError as e:
+        raise StoreUnavailable(
+            f"the {scheme}:// registry needs {e.name}, which is not installed",
+            hint=f"pip install 'modelswap[{extra}]'",
+        ) from e

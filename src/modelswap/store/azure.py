@@ -1,0 +1,389 @@
+"""A registry in Azure Blob Storage, through azure-storage-blob.
+
+Azure Blob has ETag preconditions like S3: create-only is `If-None-Match: *`, compare-and-swap
+`If-Match`, a conditional poll `If-None-Match: <etag>` (304). Writes go out on a client that
+never retries (retry_total=0) and are settled by reading back the nonce (settle.py).
+
+Credentials: AZURE_STORAGE_CONNECTION_STRING (an account key or SAS, Azurite's too), else the
+account AZURE_STORAGE_ACCOUNT with AZURE_STORAGE_KEY or, without a key, DefaultAzureCredential
+(managed or workload identity on AKS, `az login`; needs azure-identity).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import threading
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from typing import Any, BinaryIO
+
+import azure.core.exceptions as aexc
+from azure.core import MatchConditions
+from azure.storage.blob import BlobServiceClient, ContainerClient
+
+from modelswap.errors import (
+    ObjectExists,
+    ObjectNotFound,
+    PreconditionFailed,
+    StoreError,
+    StoreUnavailable,
+)
+from modelswap.store.base import CHUNK_SIZE, Blob, ObjectInfo, Store, StoreOptions
+from modelswap.store.settle import (
+    AMBIGUOUS,
+    CONFLICT,
+    Stored,
+    judge_delete,
+    judge_new,
+    judge_put,
+    judge_replace,
+    paced,
+    replayable,
+    settle,
+)
+
+# Bytes per ranged GET while streaming: each is bounded by the read timeout, and the rate
+# between them by the low-speed limit.
+STREAM_CHUNK = 1 << 20
+UPLOAD_THREADS = 4
+# Azure metadata names are C# identifiers: the nonce field has no dash here.
+NONCE = "modelswap_write"
+
+
+class AzureStore(Store):
+    def __init__(self, container: str, prefix: str, options: StoreOptions | None = None) -> None:
+        self.container_name = container
+        self.prefix = prefix.strip("/")
+        self.url = f"az://{container}/{self.prefix}" if self.prefix else f"az://{container}"
+        self.options = options or StoreOptions()
+        self._clients: dict[str, ContainerClient] = {}
+        self._lock = threading.Lock()
+
+    # -- plumbing --------------------------------------------------------------------------
+
+    def _container(self, role: str) -> ContainerClient:
+        client = self._clients.get(role)
+        if client is None:
+            with self._lock:
+                client = self._clients.get(role)
+                if client is None:
+                    attempts = self.options.read_attempts if role == "read" else 1
+                    client = self._make(attempts - 1).get_container_client(self.container_name)
+                    self._clients[role] = client
+        return client
+
+    @property
+    def reader(self) -> ContainerClient:
+        return self._container("read")
+
+    @property
+    def writer(self) -> ContainerClient:
+        """Never retries: a retried If-None-Match write whose first reply was lost answers
+        409 for the write that already landed."""
+        return self._container("write")
+
+    def _make(self, retries: int) -> BlobServiceClient:
+        kw: dict[str, Any] = {
+            "retry_total": retries,
+            "connection_timeout": self.options.connect_timeout_s,
+            "read_timeout": self.options.read_timeout_s,
+            "max_single_get_size": STREAM_CHUNK,
+            "max_chunk_get_size": STREAM_CHUNK,
+        }
+        conn = os.environ.get("AZURE_STORAGE_CONNECTION_STRING")
+        if conn:
+            try:
+                return BlobServiceClient.from_connection_string(conn, **kw)
+            except ValueError as e:
+                raise StoreUnavailable(
+                    f"AZURE_STORAGE_CONNECTION_STRING is not a connection string: {e}",
+                    hint="copy it from the portal (Access keys) or `az storage account "
+                    "show-connection-string`",
+                ) from e
+        account = os.environ.get("AZURE_STORAGE_ACCOUNT")
+        if not account:
+            raise StoreUnavailable(
+                "no Azure storage account given for the az:// registry",
+                hint="set AZURE_STORAGE_CONNECTION_STRING, or AZURE_STORAGE_ACCOUNT (with "
+                "AZURE_STORAGE_KEY, or a managed identity through DefaultAzureCredential)",
+            )
+        url = f"https://{account}.blob.core.windows.net"
+        key = os.environ.get("AZURE_STORAGE_KEY")
+        if key:
+            return BlobServiceClient(
+                url, credential={"account_name": account, "account_key": key}, **kw
+            )
+        try:
+            from azure.identity import DefaultAzureCredential  # noqa: PLC0415 - only without a key
+        except ImportError as e:
+            raise StoreUnavailable(
+                "an az:// registry without a key or connection string needs azure-identity",
+                hint="pip install azure-identity, or set AZURE_STORAGE_KEY",
+            ) from e
+        return BlobServiceClient(url, credential=DefaultAzureCredential(), **kw)
+
+    def connect(self) -> None:
+        _ = self.reader
+
+    def _full(self, key: str) -> str:
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    def _rel(self, full: str) -> str:
+        return full[len(self.prefix) + 1 :] if self.prefix else full
+
+    def _fail(self, e: Exception, key: str, action: str) -> StoreError:
+        where = f"{self.url}/{key}"
+        if isinstance(e, StoreError):
+            return e
+        code = str(getattr(e, "error_code", "") or "")
+        if code == "ContainerNotFound":
+            return StoreUnavailable(
+                f"container {self.container_name!r} does not exist",
+                hint=f"create it (`az storage container create -n {self.container_name}`) or "
+                "fix --registry",
+            )
+        if isinstance(e, aexc.ResourceNotFoundError):
+            return ObjectNotFound(f"no object at {where}")
+        if isinstance(e, aexc.ClientAuthenticationError):
+            return StoreUnavailable(
+                f"Azure refused to {action} {where}: {code or 'authentication failed'}",
+                hint="check AZURE_STORAGE_CONNECTION_STRING / AZURE_STORAGE_KEY or the identity's "
+                "role (Storage Blob Data Contributor)",
+            )
+        if isinstance(e, aexc.HttpResponseError):
+            return StoreUnavailable(
+                f"Azure failed to {action} {where}: {e.status_code} {code}".rstrip()
+            )
+        if isinstance(e, aexc.AzureError | OSError):
+            return StoreUnavailable(
+                f"cannot reach the Azure registry {self.url}: {type(e).__name__}: "
+                f"{str(e).splitlines()[0] if str(e) else ''}",
+                hint="check the connection string's BlobEndpoint and the network, then retry",
+            )
+        raise e
+
+    # -- reads -----------------------------------------------------------------------------
+
+    def get(
+        self, key: str, *, if_none_match: str | None = None, max_bytes: int | None = None
+    ) -> Blob | None:
+        kw: dict[str, Any] = {}
+        if if_none_match is not None:
+            kw = {"etag": if_none_match, "match_condition": MatchConditions.IfModified}
+        if max_bytes is not None:
+            kw.update(offset=0, length=max_bytes + 1)
+        try:
+            down = self.reader.get_blob_client(self._full(key)).download_blob(**kw)
+        except aexc.ResourceNotModifiedError:
+            return None
+        except aexc.HttpResponseError as e:
+            if e.status_code == 304:  # not every service version maps it to NotModified
+                return None
+            if e.status_code == 416:  # a range of an empty blob
+                info = self.head(key)
+                return Blob(data=b"", etag=info.etag, size=0, modified=info.modified)
+            raise self._fail(e, key, "read") from e
+        except Exception as e:
+            raise self._fail(e, key, "read") from e
+        props = down.properties
+        content_range = str(getattr(props, "content_range", "") or "")
+        size = int(content_range.rsplit("/", 1)[1]) if "/" in content_range else int(props.size)
+        if max_bytes is not None and size > max_bytes:
+            return Blob(data=b"", etag=props.etag, size=size, modified=props.last_modified)
+        data = b"".join(self._paced(key, down))
+        return Blob(data=data, etag=props.etag, size=size, modified=props.last_modified)
+
+    def _paced(self, key: str, down: Any) -> Iterator[bytes]:
+        def chunks() -> Iterator[bytes]:
+            try:
+                yield from down.chunks()
+            except Exception as e:
+                raise self._fail(e, key, "read") from e
+
+        return paced(chunks(), self.options, f"{self.url}/{key}", close=lambda: None)
+
+    def head(self, key: str) -> ObjectInfo:
+        try:
+            props = self.reader.get_blob_client(self._full(key)).get_blob_properties()
+        except Exception as e:
+            raise self._fail(e, key, "read") from e
+        return ObjectInfo(
+            key=key, size=int(props.size), etag=props.etag, modified=props.last_modified
+        )
+
+    def objects(self, prefix: str) -> Iterator[ObjectInfo]:
+        try:
+            for b in self.reader.list_blobs(name_starts_with=self._full(prefix)):
+                yield ObjectInfo(
+                    key=self._rel(b.name), size=int(b.size), etag=b.etag, modified=b.last_modified
+                )
+        except Exception as e:
+            raise self._fail(e, prefix, "list") from e
+
+    def list_dirs(self, prefix: str) -> list[str]:
+        full = self._full(prefix) if prefix else (f"{self.prefix}/" if self.prefix else "")
+        try:
+            names = [
+                item.name[len(full) :].rstrip("/")
+                for item in self.reader.walk_blobs(name_starts_with=full, delimiter="/")
+                if item.name.endswith("/")
+            ]
+        except Exception as e:
+            raise self._fail(e, prefix, "list") from e
+        return sorted(n for n in names if n)
+
+    def read_range(self, key: str, start: int, length: int) -> bytes:
+        if length <= 0:
+            return b""
+        try:
+            down = self.reader.get_blob_client(self._full(key)).download_blob(
+                offset=start, length=length
+            )
+        except Exception as e:
+            raise self._fail(e, key, "read") from e
+        return b"".join(self._paced(key, down))
+
+    def iter_chunks(self, key: str, chunk_size: int = CHUNK_SIZE) -> Iterator[bytes]:
+        try:
+            down = self.reader.get_blob_client(self._full(key)).download_blob()
+        except Exception as e:
+            raise self._fail(e, key, "read") from e
+        return self._paced(key, down)
+
+    # -- writes ----------------------------------------------------------------------------
+
+    def _read_back(self, key: str) -> Stored | None:
+        try:
+            props = self.reader.get_blob_client(self._full(key)).get_blob_properties()
+        except aexc.ResourceNotFoundError:
+            return None
+        except Exception as e:
+            raise self._fail(e, key, "read back") from e
+        return Stored(etag=props.etag, nonce=(props.metadata or {}).get(NONCE))
+
+    def _classify(self, key: str) -> Callable[[Exception], str]:
+        def classify(e: Exception) -> str:
+            if isinstance(e, aexc.ResourceExistsError | aexc.ResourceModifiedError):
+                return CONFLICT
+            if isinstance(e, aexc.HttpResponseError) and (e.status_code or 0) >= 500:
+                return AMBIGUOUS
+            if isinstance(e, aexc.ServiceResponseError):
+                return AMBIGUOUS  # the request went out; its reply was lost
+            raise self._fail(e, key, "write") from e  # ServiceRequestError: never sent
+
+        return classify
+
+    def _write(
+        self,
+        key: str,
+        body: Callable[[], BinaryIO],
+        size: int,
+        *,
+        condition: dict[str, Any],
+        judge: Callable[[Stored | None, str], str],
+        conflict: Callable[[], StoreError],
+    ) -> str:
+        def send(nonce: str) -> str:
+            result = self.writer.get_blob_client(self._full(key)).upload_blob(
+                body(),
+                length=size,
+                metadata={NONCE: nonce},
+                max_concurrency=UPLOAD_THREADS,
+                **condition,
+            )
+            return str(result["etag"])
+
+        return settle(
+            f"{self.url}/{key}",
+            send,
+            read_back=lambda: self._read_back(key),
+            judge=judge,
+            conflict=conflict,
+            classify=self._classify(key),
+        )
+
+    def put(self, key: str, data: bytes) -> str:
+        return self._write(
+            key,
+            lambda: io.BytesIO(data),
+            len(data),
+            condition={"overwrite": True},
+            judge=judge_put,
+            conflict=lambda: StoreError("an unconditional write cannot conflict"),
+        )
+
+    def put_new(self, key: str, data: bytes) -> str:
+        return self._write(
+            key,
+            lambda: io.BytesIO(data),
+            len(data),
+            condition={"overwrite": False},
+            judge=judge_new,
+            conflict=lambda: ObjectExists(f"{self.url}/{key} already exists"),
+        )
+
+    def put_if_match(self, key: str, data: bytes, etag: str) -> str:
+        def conflict() -> StoreError:
+            return PreconditionFailed(f"{self.url}/{key} changed")
+
+        try:
+            return self._write(
+                key,
+                lambda: io.BytesIO(data),
+                len(data),
+                condition={
+                    "overwrite": True,
+                    "etag": etag,
+                    "match_condition": MatchConditions.IfNotModified,
+                },
+                judge=judge_replace(etag),
+                conflict=conflict,
+            )
+        except ObjectNotFound as e:  # If-Match on a deleted blob
+            raise conflict() from e
+
+    def delete(self, key: str, *, if_match: str | None = None) -> None:
+        kw: dict[str, Any] = {}
+        if if_match is not None:
+            kw = {"etag": if_match, "match_condition": MatchConditions.IfNotModified}
+
+        def send(_nonce: str) -> str:
+            try:
+                self.writer.get_blob_client(self._full(key)).delete_blob(**kw)
+            except aexc.ResourceNotFoundError as e:
+                if getattr(e, "error_code", "") == "ContainerNotFound":
+                    raise
+                return ""  # a missing key is not an error
+            return ""
+
+        settle(
+            f"{self.url}/{key}",
+            send,
+            read_back=lambda: self._read_back(key),
+            judge=judge_delete(if_match),
+            conflict=lambda: PreconditionFailed(f"{self.url}/{key} changed"),
+            classify=self._classify(key),
+        )
+
+    def upload(
+        self,
+        key: str,
+        src: BinaryIO,
+        *,
+        create_only: bool,
+        on_chunk: Callable[[bytes], None] | None = None,
+    ) -> ObjectInfo:
+        with replayable(src, on_chunk) as (rewound, size):
+            etag = self._write(
+                key,
+                rewound,
+                size,
+                condition={"overwrite": not create_only},
+                judge=judge_new if create_only else judge_put,
+                conflict=lambda: ObjectExists(f"{self.url}/{key} already exists"),
+            )
+        return ObjectInfo(key=key, size=size, etag=etag, modified=datetime.now(UTC))
+
+
+__all__ = ["AzureStore"]
