@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import BUCKET, run_cli
+from tests.conftest import backend_url, run_cli
 
 
 def _assert_error(result: subprocess.CompletedProcess[str], fragment: str) -> None:
@@ -148,11 +148,17 @@ def test_missing_bucket_names_the_bucket(s3_server: object, onnx_file: Path) -> 
     _assert_error(result, "bucket 'no-such-bucket-here' does not exist")
 
 
+@pytest.fixture(params=["s3", "gcs", "azure"])
+def race_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A registry on each network store: SeaweedFS, fake-gcs-server, Azurite."""
+    return backend_url(request, request.param, tmp_path)
+
+
 def test_eight_simultaneous_publishes_of_one_version_have_one_winner(
-    s3_server: object, tmp_path: Path
+    race_url: str, tmp_path: Path
 ) -> None:
-    """Eight processes publish v1 at once against SeaweedFS: one wins, seven are refused."""
-    reg = f"s3://{BUCKET}/race-publish-{tmp_path.name}"
+    """Eight processes publish v1 at once: one wins, seven are refused, on every store."""
+    reg = race_url
     files = []
     for i in range(8):
         f = tmp_path / f"m{i}" / "model.onnx"
@@ -188,10 +194,10 @@ def eight_promotes_at_once(
 
 
 def test_eight_simultaneous_promotes_have_one_winner_and_one_event(
-    s3_server: object, tmp_path: Path, onnx_file: Path
+    race_url: str, onnx_file: Path
 ) -> None:
     """Eight processes move CURRENT from v1 at once: one moves it, the log holds one event."""
-    reg = f"s3://{BUCKET}/race-promote-{tmp_path.name}"
+    reg = race_url
     results = eight_promotes_at_once(reg, onnx_file, "--expect", "v1")
     assert sum(r.returncode == 0 for r in results) == 1, [r.stderr for r in results]
     hist = json.loads(run_cli("history", "clf", "--json", registry=reg).stdout)
@@ -201,11 +207,9 @@ def test_eight_simultaneous_promotes_have_one_winner_and_one_event(
     assert hist[1]["to"] == current
 
 
-def test_concurrent_promotes_keep_the_log_a_chain(
-    s3_server: object, tmp_path: Path, onnx_file: Path
-) -> None:
+def test_concurrent_promotes_keep_the_log_a_chain(race_url: str, onnx_file: Path) -> None:
     """Eight unguarded promotes at once: one event per successful move, each from the last to."""
-    reg = f"s3://{BUCKET}/race-chain-{tmp_path.name}"
+    reg = race_url
     results = eight_promotes_at_once(reg, onnx_file)
     moved = sum(r.returncode == 0 for r in results)
     for r in results:

@@ -85,8 +85,8 @@ def _cloud_store(url: str, parsed: ParseResult, options: StoreOptions | None) ->
         what = "bucket" if scheme == "gs" else "container"
         raise RegistryURLInvalid(
             f"registry URL {url!r} has no valid {what} name",
-            hint=f"write {scheme}://{what}/prefix; {what} names are lower-case letters, digits "
-            + ("dots, dashes and underscores" if scheme == "gs" else "and single dashes (3-63)"),
+            hint=f"write {scheme}://{what}/prefix; {what} names are lower-case letters and digits"
+            + (", dots, dashes and underscores (3-63)" if scheme == "gs" else " and single dashes (3-63)"),
         )
     if parsed.query or parsed.fragment or "//" in path:
         raise RegistryURLInvalid(f"registry URL {url!r} has an unexpected '?', '#' or '//'")

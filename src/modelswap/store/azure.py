@@ -20,7 +20,7 @@ from typing import Any, BinaryIO
 
 import azure.core.exceptions as aexc
 from azure.core import MatchConditions
-from azure.storage.blob import BlobServiceClient, ContainerClient
+from azure.storage.blob import BlobServiceClient, ContainerClient, ExponentialRetry
 
 from modelswap.errors import (
     ObjectExists,
@@ -85,7 +85,14 @@ class AzureStore(Store):
 
     def _make(self, retries: int) -> BlobServiceClient:
         kw: dict[str, Any] = {
-            "retry_total": retries,
+            # The SDK's default backs off 15 s and more; a read here retries for about a
+            # second (S3's second attempt), a write never.
+            "retry_policy": ExponentialRetry(
+                initial_backoff=0.2,
+                increment_base=2,
+                retry_total=retries,
+                random_jitter_range=0,
+            ),
             "connection_timeout": self.options.connect_timeout_s,
             "read_timeout": self.options.read_timeout_s,
             "max_single_get_size": STREAM_CHUNK,
@@ -136,7 +143,8 @@ class AzureStore(Store):
         where = f"{self.url}/{key}"
         if isinstance(e, StoreError):
             return e
-        code = str(getattr(e, "error_code", "") or "")
+        raw = getattr(e, "error_code", "") or ""
+        code = str(getattr(raw, "value", raw))  # an enum member in some SDK versions
         if code == "ContainerNotFound":
             return StoreUnavailable(
                 f"container {self.container_name!r} does not exist",
@@ -145,7 +153,9 @@ class AzureStore(Store):
             )
         if isinstance(e, aexc.ResourceNotFoundError):
             return ObjectNotFound(f"no object at {where}")
-        if isinstance(e, aexc.ClientAuthenticationError):
+        if isinstance(e, aexc.ClientAuthenticationError) or (
+            isinstance(e, aexc.HttpResponseError) and e.status_code in (401, 403)
+        ):
             return StoreUnavailable(
                 f"Azure refused to {action} {where}: {code or 'authentication failed'}",
                 hint="check AZURE_STORAGE_CONNECTION_STRING / AZURE_STORAGE_KEY or the identity's "
@@ -156,9 +166,9 @@ class AzureStore(Store):
                 f"Azure failed to {action} {where}: {e.status_code} {code}".rstrip()
             )
         if isinstance(e, aexc.AzureError | OSError):
+            reason = "connection refused" if "refused" in str(e) else type(e).__name__
             return StoreUnavailable(
-                f"cannot reach the Azure registry {self.url}: {type(e).__name__}: "
-                f"{str(e).splitlines()[0] if str(e) else ''}",
+                f"cannot reach the Azure registry {self.url}: {reason}",
                 hint="check the connection string's BlobEndpoint and the network, then retry",
             )
         raise e

@@ -65,12 +65,13 @@ class GCSStore(Store):
         self.timeout = (self.options.connect_timeout_s, self.options.read_timeout_s)
         self._client: storage.Client | None = None
         self._lock = threading.Lock()
-        # Reads are idempotent: retried briefly, never for the client's default two minutes.
+        # Reads are idempotent: retried for about a second (S3's second attempt), never for
+        # the client's default two minutes; each attempt is bounded by self.timeout.
         self._read_retry = Retry(
             predicate=lambda e: isinstance(e, _READ_RETRYABLE),
             initial=0.2,
-            maximum=1.0,
-            timeout=self.options.read_timeout_s * self.options.read_attempts,
+            maximum=0.5,
+            timeout=1.0 if self.options.read_attempts > 1 else 0.0,
         )
 
     # -- plumbing --------------------------------------------------------------------------
@@ -112,6 +113,8 @@ class GCSStore(Store):
         where = f"{self.url}/{key}"
         if isinstance(e, StoreError):
             return e
+        if isinstance(e, gexc.RetryError) and e.cause is not None:
+            return self._fail(e.cause, key, action)
         if isinstance(e, gexc.NotFound):
             if "bucket" in str(e).lower():
                 return StoreUnavailable(
@@ -136,7 +139,8 @@ class GCSStore(Store):
             return StoreUnavailable(f"GCS failed to {action} {where}: {e.code} {e.message}")
         if isinstance(e, requests.RequestException | OSError):
             return StoreUnavailable(
-                f"cannot reach the GCS registry {self.url}: {type(e).__name__}: {e}",
+                f"cannot reach the GCS registry {self.url} at "
+                f"{self.client._connection.API_BASE_URL}: {_reason(e)}",
                 hint="check the network (or STORAGE_EMULATOR_HOST), then retry",
             )
         raise e
@@ -420,6 +424,15 @@ def _info(key: str, blob: storage.Blob) -> ObjectInfo:
         etag=str(blob.generation),
         modified=blob.updated or datetime.now(UTC),
     )
+
+
+def _reason(e: Exception) -> str:
+    """The innermost words of a requests/urllib3 failure ("connection refused")."""
+    text = str(e)
+    for words in ("Connection refused", "timed out", "Name or service not known", "reset"):
+        if words.lower() in text.lower():
+            return words.lower()
+    return type(e).__name__
 
 
 def _total_size(r: requests.Response) -> int:
