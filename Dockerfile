@@ -6,6 +6,8 @@ ARG BASE=python:3.11-slim
 
 FROM ${BASE} AS build
 ARG PIP_OPTS=""
+# Which stores the image can reach besides S3 (boto3 comes with the agent): gcs, azure.
+ARG EXTRAS="agent,gcs,azure"
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY src/ src/
@@ -14,7 +16,7 @@ COPY loader/ loader/
 COPY wheels/ wheels/
 # hadolint ignore=DL3013
 RUN python3 -m venv /opt/modelswap \
-    && /opt/modelswap/bin/pip install --no-cache-dir ${PIP_OPTS} --find-links /src/wheels ".[agent]" \
+    && /opt/modelswap/bin/pip install --no-cache-dir ${PIP_OPTS} --find-links /src/wheels ".[${EXTRAS}]" \
     && /opt/modelswap/bin/pip uninstall --yes pip \
     && find /opt/modelswap -name '__pycache__' -prune -exec rm -rf {} +
 

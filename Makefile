@@ -4,6 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+AZURITE_VERSION := 3.37.0
 
 .PHONY: install lint typecheck test demo demo-s3 walkthrough bench clean
 
@@ -11,6 +12,8 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	# Azurite, the Azure Blob emulator the tests start on loopback (needs Node.js and npm).
+	npm install --prefix .tools --no-audit --no-fund --silent azurite@$(AZURITE_VERSION)
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -39,4 +42,4 @@ walkthrough: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" bash examples/walkthrough.sh
 
 clean:
-	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache demo-registry
+	rm -rf $(VENV) .tools .mypy_cache .pytest_cache .ruff_cache demo-registry

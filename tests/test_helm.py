@@ -94,6 +94,30 @@ def test_secret_and_workload_identity_credentials() -> None:
     assert pod_spec(docs)["serviceAccountName"] == account["metadata"]["name"]
 
 
+def test_gcs_and_azure_registries_use_workload_identity() -> None:
+    """gs:// on GKE and az:// on AKS render with their identity annotations, the AKS pod label
+    and AZURE_STORAGE_ACCOUNT; no Secret is needed for either."""
+    docs = render(load_values(CHART / "ci" / "gke-workload-identity-values.yaml"))
+    account = next(d for d in docs if d["kind"] == "ServiceAccount")
+    assert "iam.gke.io/gcp-service-account" in account["metadata"]["annotations"]
+    agent = next(c for c in pod_spec(docs)["containers"] if c["name"] == "modelswap-agent")
+    env = {e["name"]: e.get("value") for e in agent["env"]}
+    assert env["MODELSWAP_REGISTRY"] == "gs://ml-models/prod"
+    assert "envFrom" not in agent
+    docs = render(load_values(CHART / "ci" / "aks-workload-identity-values.yaml"))
+    account = next(d for d in docs if d["kind"] == "ServiceAccount")
+    assert "azure.workload.identity/client-id" in account["metadata"]["annotations"]
+    deployment = next(d for d in docs if d["kind"] == "Deployment")
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert labels["azure.workload.identity/use"] == "true"
+    agent = next(c for c in pod_spec(docs)["containers"] if c["name"] == "modelswap-agent")
+    env = {e["name"]: e.get("value") for e in agent["env"]}
+    assert (env["MODELSWAP_REGISTRY"], env["AZURE_STORAGE_ACCOUNT"]) == (
+        "az://ml-models/prod",
+        "mlmodelsprod",
+    )
+
+
 def test_server_without_loader_gets_a_swap_webhook() -> None:
     """The Triton example: no loader port, and the agent POSTs Triton's load API on swaps."""
     spec = pod_spec(render(load_values(CHART / "ci" / "triton-values.yaml")))
@@ -133,7 +157,8 @@ def test_hook_url_and_refresh_token_come_from_secrets_not_args() -> None:
     ("values", "fragment"),
     [
         ({"agent": {"image": "x", "onSwap": {"url": "http://u:p@h/load"}}}, "url"),
-        ({"registry": {"url": "gs://wrong"}}, "registry"),
+        ({"registry": {"url": "gcs://wrong"}}, "registry"),
+        ({"registry": {"url": "az://Upper_Case"}}, "registry"),
         ({"pointer": "current"}, "pointer"),
         ({"agent": {"image": "x", "interval": 0}}, "interval"),
         ({"agent": {"image": "x", "startup": "sometimes"}}, "startup"),

@@ -55,6 +55,10 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 - name: AWS_REGION
   value: {{ . | quote }}
 {{- end }}
+{{- with .Values.registry.azureAccount }}
+- name: AZURE_STORAGE_ACCOUNT
+  value: {{ . | quote }}
+{{- end }}
 {{- with .Values.agent.onSwap.url }}
 - name: MODELSWAP_ON_SWAP_URL
   value: {{ . | quote }}

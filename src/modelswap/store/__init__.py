@@ -86,7 +86,11 @@ def _cloud_store(url: str, parsed: ParseResult, options: StoreOptions | None) ->
         raise RegistryURLInvalid(
             f"registry URL {url!r} has no valid {what} name",
             hint=f"write {scheme}://{what}/prefix; {what} names are lower-case letters and digits"
-            + (", dots, dashes and underscores (3-63)" if scheme == "gs" else " and single dashes (3-63)"),
+            + (
+                ", dots, dashes and underscores (3-63)"
+                if scheme == "gs"
+                else " and single dashes (3-63)"
+            ),
         )
     if parsed.query or parsed.fragment or "//" in path:
         raise RegistryURLInvalid(f"registry URL {url!r} has an unexpected '?', '#' or '//'")

@@ -88,7 +88,7 @@ class AzureStore(Store):
             # The SDK's default backs off 15 s and more; a read here retries for about a
             # second (S3's second attempt), a write never.
             "retry_policy": ExponentialRetry(
-                initial_backoff=0.2,
+                initial_backoff=0.2,  # type: ignore[arg-type]  # typed int, used as a float
                 increment_base=2,
                 retry_total=retries,
                 random_jitter_range=0,

