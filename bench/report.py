@@ -19,6 +19,8 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
+from bench import stores_bench
+
 ROOT = Path(__file__).resolve().parents[1]
 BENCHES = {
     "agent": "bench.agent_bench",
@@ -28,6 +30,7 @@ BENCHES = {
     "peers": "bench.peers_bench",
     "fleet": "bench.fleet_bench",
     "restart": "bench.restart_bench",
+    "stores": "bench.stores_bench",
 }
 
 
@@ -372,6 +375,8 @@ def main() -> None:
         text += "\n" + "\n".join(render_peers(results["peers"]))
     if "fleet" in results and "restart" in results:
         text += "\n" + "\n".join(render_fleet(results["fleet"], results["restart"]))
+    if "stores" in results:
+        text += "\n" + "\n".join(stores_bench.render(results["stores"]))
     Path(args.out).write_text(text)
     print(f"wrote {args.out}")
 

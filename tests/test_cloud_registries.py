@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 import modelswap
+from modelswap.config import secret_values
 from modelswap.testing import emulators
 from modelswap.testing.agents import AgentProc
 from modelswap.testing.faultproxy import Fault, FaultProxy
@@ -57,9 +58,11 @@ def test_an_agent_follows_promote_and_rollback(cloud_registry_url: str, tmp_path
 
 
 def test_gate_download_and_verify_work_on_both(cloud_registry_url: str, tmp_path: Path) -> None:
-    """The verbs that read every byte (verify, download, the gate's downloads) on gs/az."""
+    """The verbs that read every byte (verify, download, the gate's downloads) on gs/az. v1
+    is 20 MiB: a resumable upload on GCS, block staging on Azure, and the parallel ranged
+    download path (16 MiB and over)."""
     reg = modelswap.Registry(cloud_registry_url, actor="tester@test")
-    _versions_of(tmp_path, reg, os.urandom(9 << 20), b"small")  # v1 over the one-PUT size
+    _versions_of(tmp_path, reg, os.urandom(20 << 20), b"small")
     assert reg.verify("clf") == {"v1": [], "v2": []}
     copy = reg.download("clf", "v1", tmp_path / "copy")
     assert (copy / "model.onnx").read_bytes() == (tmp_path / "f1" / "model.onnx").read_bytes()
@@ -183,3 +186,21 @@ def test_azure_errors_name_the_problem_within_seconds(azure_server: emulators.Em
     assert "no Azure storage account" in err
     assert "DefaultAzureCredential" in hint
     assert time.monotonic() - started < 30
+
+
+def test_an_azure_account_key_never_shows(azure_server: emulators.Emulator) -> None:
+    """The key inside AZURE_STORAGE_CONNECTION_STRING counts as a secret (masked in every
+    log line, status and error, like AWS_SECRET_ACCESS_KEY), and a refused key is not
+    printed."""
+    conn = azure_server.env["AZURE_STORAGE_CONNECTION_STRING"]
+    planted = "UGxhbnRlZEtleS0xZjNj" * 4
+    wrong = re.sub(r"AccountKey=[^;]+", f"AccountKey={planted}", conn)
+    url = f"az://{azure_server.container}/planted"
+    r = run_cli("versions", "clf", registry=url, env={"AZURE_STORAGE_CONNECTION_STRING": wrong})
+    assert r.returncode == 1
+    assert planted not in r.stdout + r.stderr
+    os.environ["MODELSWAP_TEST_CONNECTION_STRING"] = wrong
+    try:
+        assert planted in secret_values()
+    finally:
+        del os.environ["MODELSWAP_TEST_CONNECTION_STRING"]

@@ -253,7 +253,7 @@ def test_gc_keeps_pointed_recent_and_logged_versions(
     registry.store.put("clf/v9/model.onnx", b"leftover of a dead publish")
     report = collect_garbage(registry, "clf", keep=1, dry_run=False, actor="t")
     assert sorted(report.deleted) == ["v3", "v4", "v5"]
-    assert report.partial == ["v9"]
+    assert report.partial == ("v9",)
     assert sorted(report.kept) == ["v1", "v2", "v6"]
     assert registry.version_names("clf") == ["v1", "v2", "v6"]
 
@@ -269,7 +269,7 @@ def test_malformed_metadata_is_listed_and_never_collected(
     metas = registry.all_metadata("clf")
     assert isinstance(metas["v1"], InvalidMetadata)
     report = collect_garbage(registry, "clf", keep=1, dry_run=False, actor="t")
-    assert (report.deleted, report.partial) == (["v2"], [])
+    assert (report.deleted, report.partial) == (("v2",), ())
     assert registry.version_names("clf") == ["v1", "v3"]
 
 

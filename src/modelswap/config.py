@@ -122,12 +122,18 @@ def retired_variables(command: str) -> tuple[list[UsageError], list[UsageError]]
 
 
 # Environment variables whose values are secrets: masked wherever they would be shown.
-_SECRET_NAME = re.compile(r"SECRET|TOKEN|PASSWORD|PASSWD|CREDENTIAL|SESSION|(?<!_ID)_KEY$")
+_SECRET_NAME = re.compile(
+    r"SECRET|TOKEN|PASSWORD|PASSWD|CREDENTIAL|SESSION|CONNECTION_STRING|(?<!_ID)_KEY$"
+)
+# The secret parts of an Azure connection string, masked on their own too.
+_SECRET_PARTS = re.compile(r"(?:AccountKey|SharedAccessSignature)=([^;]+)", re.IGNORECASE)
 
 
 def secret_values() -> list[str]:
-    """The values of this process's secret-looking variables (AWS_SECRET_ACCESS_KEY, ...)."""
-    return [v for k, v in os.environ.items() if _SECRET_NAME.search(k.upper()) and v]
+    """The values of this process's secret-looking variables (AWS_SECRET_ACCESS_KEY,
+    AZURE_STORAGE_CONNECTION_STRING and the key inside it, ...)."""
+    found = [v for k, v in os.environ.items() if _SECRET_NAME.search(k.upper()) and v]
+    return found + [m.group(1) for v in found for m in _SECRET_PARTS.finditer(v)]
 
 
 def hook_environment(extra: dict[str, str]) -> dict[str, str]:

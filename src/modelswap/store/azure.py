@@ -11,16 +11,17 @@ account AZURE_STORAGE_ACCOUNT with AZURE_STORAGE_KEY or, without a key, DefaultA
 
 from __future__ import annotations
 
-import io
+import contextlib
 import os
 import threading
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, cast
 
 import azure.core.exceptions as aexc
 from azure.core import MatchConditions
-from azure.storage.blob import BlobServiceClient, ContainerClient, ExponentialRetry
+from azure.core.rest import HttpRequest
+from azure.storage.blob import BlobServiceClient, ContainerClient, LinearRetry
 
 from modelswap.errors import (
     ObjectExists,
@@ -29,29 +30,27 @@ from modelswap.errors import (
     StoreError,
     StoreUnavailable,
 )
-from modelswap.store.base import CHUNK_SIZE, Blob, ObjectInfo, Store, StoreOptions
+from modelswap.store.base import ObjectInfo, StoreOptions
 from modelswap.store.settle import (
     AMBIGUOUS,
     CONFLICT,
     Stored,
+    UploadBody,
     judge_delete,
     judge_new,
     judge_put,
     judge_replace,
-    paced,
-    replayable,
     settle,
 )
+from modelswap.store.streamed import Response, StreamedReads
 
-# Bytes per ranged GET while streaming: each is bounded by the read timeout, and the rate
-# between them by the low-speed limit.
-STREAM_CHUNK = 1 << 20
 UPLOAD_THREADS = 4
 # Azure metadata names are C# identifiers: the nonce field has no dash here.
 NONCE = "modelswap_write"
+HINT = "retry; if it persists, check the registry URL, the credentials and the container"
 
 
-class AzureStore(Store):
+class AzureStore(StreamedReads):
     def __init__(self, container: str, prefix: str, options: StoreOptions | None = None) -> None:
         self.container_name = container
         self.prefix = prefix.strip("/")
@@ -87,16 +86,9 @@ class AzureStore(Store):
         kw: dict[str, Any] = {
             # The SDK's default backs off 15 s and more; a read here retries for about a
             # second (S3's second attempt), a write never.
-            "retry_policy": ExponentialRetry(
-                initial_backoff=0.2,  # type: ignore[arg-type]  # typed int, used as a float
-                increment_base=2,
-                retry_total=retries,
-                random_jitter_range=0,
-            ),
+            "retry_policy": LinearRetry(backoff=1, retry_total=retries, random_jitter_range=0),
             "connection_timeout": self.options.connect_timeout_s,
             "read_timeout": self.options.read_timeout_s,
-            "max_single_get_size": STREAM_CHUNK,
-            "max_chunk_get_size": STREAM_CHUNK,
         }
         conn = os.environ.get("AZURE_STORAGE_CONNECTION_STRING")
         if conn:
@@ -122,7 +114,9 @@ class AzureStore(Store):
                 url, credential={"account_name": account, "account_key": key}, **kw
             )
         try:
-            from azure.identity import DefaultAzureCredential  # noqa: PLC0415 - only without a key
+            from azure.identity import (  # type: ignore[import-untyped, unused-ignore]  # noqa: PLC0415
+                DefaultAzureCredential,  # only without a key
+            )
         except ImportError as e:
             raise StoreUnavailable(
                 "an az:// registry without a key or connection string needs azure-identity",
@@ -139,6 +133,13 @@ class AzureStore(Store):
     def _rel(self, full: str) -> str:
         return full[len(self.prefix) + 1 :] if self.prefix else full
 
+    def _no_container(self) -> StoreUnavailable:
+        return StoreUnavailable(
+            f"container {self.container_name!r} does not exist",
+            hint=f"create it (`az storage container create -n {self.container_name}`) or "
+            "fix --registry",
+        )
+
     def _fail(self, e: Exception, key: str, action: str) -> StoreError:
         where = f"{self.url}/{key}"
         if isinstance(e, StoreError):
@@ -146,11 +147,7 @@ class AzureStore(Store):
         raw = getattr(e, "error_code", "") or ""
         code = str(getattr(raw, "value", raw))  # an enum member in some SDK versions
         if code == "ContainerNotFound":
-            return StoreUnavailable(
-                f"container {self.container_name!r} does not exist",
-                hint=f"create it (`az storage container create -n {self.container_name}`) or "
-                "fix --registry",
-            )
+            return self._no_container()
         if isinstance(e, aexc.ResourceNotFoundError):
             return ObjectNotFound(f"no object at {where}")
         if isinstance(e, aexc.ClientAuthenticationError) or (
@@ -161,57 +158,62 @@ class AzureStore(Store):
                 hint="check AZURE_STORAGE_CONNECTION_STRING / AZURE_STORAGE_KEY or the identity's "
                 "role (Storage Blob Data Contributor)",
             )
-        if isinstance(e, aexc.HttpResponseError):
+        if isinstance(e, aexc.HttpResponseError) and e.status_code is not None:
             return StoreUnavailable(
-                f"Azure failed to {action} {where}: {e.status_code} {code}".rstrip()
+                f"Azure failed to {action} {where}: {e.status_code} {code}".rstrip(),
+                hint=HINT,
             )
         if isinstance(e, aexc.AzureError | OSError):
             reason = "connection refused" if "refused" in str(e) else type(e).__name__
             return StoreUnavailable(
-                f"cannot reach the Azure registry {self.url}: {reason}",
+                f"cannot reach the Azure registry {self.url} (or it broke off): {reason}",
                 hint="check the connection string's BlobEndpoint and the network, then retry",
             )
+        if isinstance(e, ValueError):  # the SDK's words for a reply it could not parse
+            return StoreUnavailable(f"Azure gave an unexpected reply to {action} {where}: {e}")
         raise e
 
     # -- reads -----------------------------------------------------------------------------
 
-    def get(
-        self, key: str, *, if_none_match: str | None = None, max_bytes: int | None = None
-    ) -> Blob | None:
-        kw: dict[str, Any] = {}
-        if if_none_match is not None:
-            kw = {"etag": if_none_match, "match_condition": MatchConditions.IfModified}
-        if max_bytes is not None:
-            kw.update(offset=0, length=max_bytes + 1)
+    def _media(
+        self, key: str, *, byte_range: str | None = None, not_etag: str | None = None
+    ) -> Response:
+        """An open streaming GET of the blob, status checked. Sent through the client's own
+        pipeline (its credentials and signing) with stream=True, because the SDK's
+        downloader reads whole chunks inside its calls, where no low-speed limit can see a
+        trickle, and retries broken bodies on its own."""
+        blob = self.reader.get_blob_client(self._full(key))
+        headers = {"x-ms-version": blob.api_version}
+        if byte_range is not None:
+            headers["x-ms-range"] = byte_range
+        if not_etag is not None:
+            headers["If-None-Match"] = not_etag
         try:
-            down = self.reader.get_blob_client(self._full(key)).download_blob(**kw)
-        except aexc.ResourceNotModifiedError:
-            return None
-        except aexc.HttpResponseError as e:
-            if e.status_code == 304:  # not every service version maps it to NotModified
-                return None
-            if e.status_code == 416:  # a range of an empty blob
-                info = self.head(key)
-                return Blob(data=b"", etag=info.etag, size=0, modified=info.modified)
-            raise self._fail(e, key, "read") from e
+            resp: Response = blob._pipeline.run(
+                HttpRequest("GET", blob.url, headers=headers), stream=True
+            ).http_response
         except Exception as e:
             raise self._fail(e, key, "read") from e
-        props = down.properties
-        content_range = str(getattr(props, "content_range", "") or "")
-        size = int(content_range.rsplit("/", 1)[1]) if "/" in content_range else int(props.size)
-        if max_bytes is not None and size > max_bytes:
-            return Blob(data=b"", etag=props.etag, size=size, modified=props.last_modified)
-        data = b"".join(self._paced(key, down))
-        return Blob(data=data, etag=props.etag, size=size, modified=props.last_modified)
+        if resp.status_code in (200, 206, 304, 416):
+            return resp
+        code = resp.headers.get("x-ms-error-code", "")
+        resp.close()
+        if resp.status_code == 404:
+            if code == "ContainerNotFound":
+                raise self._no_container()
+            raise ObjectNotFound(f"no object at {self.url}/{key}")
+        if resp.status_code in (401, 403):
+            raise self._fail(aexc.ClientAuthenticationError(code), key, "read")
+        raise StoreUnavailable(
+            f"Azure failed to read {self.url}/{key}: {resp.status_code} {code}".rstrip(),
+            hint=HINT,
+        )
 
-    def _paced(self, key: str, down: Any) -> Iterator[bytes]:
-        def chunks() -> Iterator[bytes]:
-            try:
-                yield from down.chunks()
-            except Exception as e:
-                raise self._fail(e, key, "read") from e
+    def _etag(self, response: Response) -> str:
+        return str(response.headers.get("ETag", ""))
 
-        return paced(chunks(), self.options, f"{self.url}/{key}", close=lambda: None)
+    def _raw(self, response: Response) -> Any:
+        return cast(Any, response).internal_response.raw  # requests' urllib3 response
 
     def head(self, key: str) -> ObjectInfo:
         try:
@@ -243,24 +245,6 @@ class AzureStore(Store):
             raise self._fail(e, prefix, "list") from e
         return sorted(n for n in names if n)
 
-    def read_range(self, key: str, start: int, length: int) -> bytes:
-        if length <= 0:
-            return b""
-        try:
-            down = self.reader.get_blob_client(self._full(key)).download_blob(
-                offset=start, length=length
-            )
-        except Exception as e:
-            raise self._fail(e, key, "read") from e
-        return b"".join(self._paced(key, down))
-
-    def iter_chunks(self, key: str, chunk_size: int = CHUNK_SIZE) -> Iterator[bytes]:
-        try:
-            down = self.reader.get_blob_client(self._full(key)).download_blob()
-        except Exception as e:
-            raise self._fail(e, key, "read") from e
-        return self._paced(key, down)
-
     # -- writes ----------------------------------------------------------------------------
 
     def _read_back(self, key: str) -> Stored | None:
@@ -274,34 +258,39 @@ class AzureStore(Store):
 
     def _classify(self, key: str) -> Callable[[Exception], str]:
         def classify(e: Exception) -> str:
+            # Only a request that was never sent (ServiceRequestError) or an answer that
+            # says no (a 4xx) is definite; anything that breaks after sending may have landed.
             if isinstance(e, aexc.ResourceExistsError | aexc.ResourceModifiedError):
                 return CONFLICT
-            if isinstance(e, aexc.HttpResponseError) and (e.status_code or 0) >= 500:
-                return AMBIGUOUS
-            if isinstance(e, aexc.ServiceResponseError):
-                return AMBIGUOUS  # the request went out; its reply was lost
-            raise self._fail(e, key, "write") from e  # ServiceRequestError: never sent
+            if isinstance(e, aexc.ServiceRequestError):
+                raise self._fail(e, key, "write") from e
+            if isinstance(e, aexc.HttpResponseError) and 400 <= (e.status_code or 0) < 500:
+                raise self._fail(e, key, "write") from e
+            if isinstance(e, aexc.AzureError | OSError | ValueError):
+                return AMBIGUOUS  # a 5xx, a lost or cut reply, a reply it could not parse
+            raise self._fail(e, key, "write") from e
 
         return classify
 
     def _write(
         self,
         key: str,
-        body: Callable[[], BinaryIO],
-        size: int,
+        body: UploadBody,
         *,
         condition: dict[str, Any],
         judge: Callable[[Stored | None, str], str],
         conflict: Callable[[], StoreError],
     ) -> str:
         def send(nonce: str) -> str:
+            attempt = body.attempt()
             result = self.writer.get_blob_client(self._full(key)).upload_blob(
-                body(),
-                length=size,
+                cast(BinaryIO, attempt),  # read() and tell(): all the SDK uses of a stream
+                length=body.size,
                 metadata={NONCE: nonce},
                 max_concurrency=UPLOAD_THREADS,
                 **condition,
             )
+            body.sent(attempt)
             return str(result["etag"])
 
         return settle(
@@ -316,8 +305,7 @@ class AzureStore(Store):
     def put(self, key: str, data: bytes) -> str:
         return self._write(
             key,
-            lambda: io.BytesIO(data),
-            len(data),
+            UploadBody.of(data),
             condition={"overwrite": True},
             judge=judge_put,
             conflict=lambda: StoreError("an unconditional write cannot conflict"),
@@ -326,8 +314,7 @@ class AzureStore(Store):
     def put_new(self, key: str, data: bytes) -> str:
         return self._write(
             key,
-            lambda: io.BytesIO(data),
-            len(data),
+            UploadBody.of(data),
             condition={"overwrite": False},
             judge=judge_new,
             conflict=lambda: ObjectExists(f"{self.url}/{key} already exists"),
@@ -340,8 +327,7 @@ class AzureStore(Store):
         try:
             return self._write(
                 key,
-                lambda: io.BytesIO(data),
-                len(data),
+                UploadBody.of(data),
                 condition={
                     "overwrite": True,
                     "etag": etag,
@@ -362,9 +348,13 @@ class AzureStore(Store):
             try:
                 self.writer.get_blob_client(self._full(key)).delete_blob(**kw)
             except aexc.ResourceNotFoundError as e:
-                if getattr(e, "error_code", "") == "ContainerNotFound":
+                if "ContainerNotFound" in str(getattr(e, "error_code", "")):
                     raise
                 return ""  # a missing key is not an error
+            except aexc.ResourceModifiedError:
+                if self._read_back(key) is None:  # Azurite answers 412 for a missing blob
+                    return ""
+                raise
             return ""
 
         settle(
@@ -384,16 +374,16 @@ class AzureStore(Store):
         create_only: bool,
         on_chunk: Callable[[bytes], None] | None = None,
     ) -> ObjectInfo:
-        with replayable(src, on_chunk) as (rewound, size):
+        with contextlib.ExitStack() as stack:
+            body = UploadBody(src, on_chunk, stack)
             etag = self._write(
                 key,
-                rewound,
-                size,
+                body,
                 condition={"overwrite": not create_only},
                 judge=judge_new if create_only else judge_put,
                 conflict=lambda: ObjectExists(f"{self.url}/{key} already exists"),
             )
-        return ObjectInfo(key=key, size=size, etag=etag, modified=datetime.now(UTC))
+        return ObjectInfo(key=key, size=body.size, etag=etag, modified=datetime.now(UTC))
 
 
 __all__ = ["AzureStore"]

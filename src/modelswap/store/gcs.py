@@ -14,48 +14,49 @@ workload identity on GKE); STORAGE_EMULATOR_HOST points the client at an emulato
 
 from __future__ import annotations
 
-import io
+import contextlib
 import os
 import threading
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
-from typing import BinaryIO
+from typing import Any, BinaryIO, cast
 from urllib.parse import quote
 
 import google.api_core.exceptions as gexc
 import google.auth.exceptions
 import requests
-import urllib3.exceptions
 from google.api_core.retry import Retry
-from google.cloud import storage
+
+# The SDK ships no types; a user's mypy --strict reaching this import must not fail on it.
+from google.cloud import storage  # type: ignore[import-untyped, unused-ignore]
 
 from modelswap.errors import (
+    ModelswapError,
     ObjectExists,
     ObjectNotFound,
     PreconditionFailed,
     StoreError,
     StoreUnavailable,
 )
-from modelswap.store.base import CHUNK_SIZE, Blob, ObjectInfo, Store, StoreOptions
+from modelswap.store.base import ObjectInfo, StoreOptions
 from modelswap.store.gcs_errors import translate, write_outcome
 from modelswap.store.settle import (
     NONCE,
     Stored,
+    UploadBody,
     judge_delete,
     judge_new,
     judge_put,
     judge_replace,
-    paced,
-    replayable,
     settle,
 )
+from modelswap.store.streamed import Response, StreamedReads
 
 SINGLE_REQUEST_MAX = 8 << 20  # the client's own multipart/resumable threshold
 _READ_RETRYABLE = (gexc.TooManyRequests, gexc.ServerError, requests.ConnectionError)
 
 
-class GCSStore(Store):
+class GCSStore(StreamedReads):
     def __init__(self, bucket: str, prefix: str, options: StoreOptions | None = None) -> None:
         self.bucket_name = bucket
         self.prefix = prefix.strip("/")
@@ -63,6 +64,7 @@ class GCSStore(Store):
         self.options = options or StoreOptions()
         self.timeout = (self.options.connect_timeout_s, self.options.read_timeout_s)
         self._client: storage.Client | None = None
+        self._bucket_seen = False
         self._lock = threading.Lock()
         # Reads are idempotent: retried for about a second (S3's second attempt), never for
         # the client's default two minutes; each attempt is bounded by self.timeout.
@@ -108,8 +110,29 @@ class GCSStore(Store):
     def _blob(self, key: str) -> storage.Blob:
         return self.client.bucket(self.bucket_name).blob(self._full(key))
 
-    def _fail(self, e: Exception, key: str, action: str) -> StoreError:
-        return translate(e, self.url, self.bucket_name, key, action=action, endpoint=self._endpoint)
+    def _fail(self, e: Exception, key: str, action: str) -> ModelswapError:
+        return translate(
+            e,
+            self.url,
+            self.bucket_name,
+            key,
+            action=action,
+            endpoint=self._endpoint,
+            bucket_missing=self._bucket_missing,
+        )
+
+    def _bucket_missing(self) -> bool:
+        """Asked after a 404; a bucket found once is not asked about again."""
+        if self._bucket_seen:
+            return False
+        try:
+            exists = self.client.bucket(self.bucket_name).exists(
+                timeout=self.timeout, retry=self._read_retry
+            )
+        except Exception:  # noqa: BLE001 - cannot tell: report the 404 as it came
+            return False
+        self._bucket_seen = bool(exists)
+        return not exists
 
     @property
     def _endpoint(self) -> str:
@@ -118,14 +141,14 @@ class GCSStore(Store):
     # -- reads -----------------------------------------------------------------------------
 
     def _media(
-        self, key: str, *, byte_range: str | None = None, not_generation: str | None = None
+        self, key: str, *, byte_range: str | None = None, not_etag: str | None = None
     ) -> requests.Response:
         """An open streaming GET of the object's bytes, status checked."""
         name = quote(self._full(key), safe="")
         url = f"{self._endpoint}/download/storage/v1/b/{self.bucket_name}/o/{name}"
         params = {"alt": "media"}
-        if not_generation is not None:
-            params["ifGenerationNotMatch"] = not_generation
+        if not_etag is not None:
+            params["ifGenerationNotMatch"] = not_etag
         headers = {"Accept-Encoding": "identity"}  # sizes and hashes are of the stored bytes
         if byte_range is not None:
             headers["Range"] = byte_range
@@ -152,47 +175,17 @@ class GCSStore(Store):
             raise self._fail(denied, key, "read")
         if r.status_code not in (200, 206, 304, 416):
             r.close()
-            raise StoreUnavailable(f"GCS failed to read {self.url}/{key}: {r.status_code}")
+            raise StoreUnavailable(
+                f"GCS failed to read {self.url}/{key}: {r.status_code}",
+                hint="retry; if it persists, check the registry URL and the credentials",
+            )
         return r
 
-    def _stream(self, key: str, r: requests.Response, chunk_size: int) -> Iterator[bytes]:
-        def reads() -> Iterator[bytes]:
-            try:
-                while True:
-                    data = r.raw.read1(chunk_size)  # one socket read: paced() sees a trickle
-                    if not data:
-                        return
-                    yield data
-            except (requests.RequestException, OSError, urllib3.exceptions.HTTPError) as e:
-                raise StoreUnavailable(
-                    f"the connection broke while reading {self.url}/{key}: {e}",
-                    hint="the read is retried on the next pass",
-                ) from e
+    def _etag(self, response: Response) -> str:
+        return str(response.headers.get("x-goog-generation", ""))
 
-        return paced(reads(), self.options, f"{self.url}/{key}", close=r.close)
-
-    def get(
-        self, key: str, *, if_none_match: str | None = None, max_bytes: int | None = None
-    ) -> Blob | None:
-        r = self._media(
-            key,
-            byte_range=f"bytes=0-{max_bytes}" if max_bytes is not None else None,
-            not_generation=if_none_match,
-        )
-        generation = r.headers.get("x-goog-generation", "")
-        if r.status_code == 416:  # a range of an empty object
-            r.close()
-            return Blob(data=b"", etag=generation, size=0, modified=datetime.now(UTC))
-        if r.status_code == 304 or (if_none_match is not None and generation == if_none_match):
-            r.close()  # unchanged: the body (if the store sent one) is never read
-            return None
-        size = _total_size(r)
-        modified = _http_time(r.headers.get("Last-Modified"))
-        if max_bytes is not None and size > max_bytes:
-            r.close()
-            return Blob(data=b"", etag=generation, size=size, modified=modified)
-        data = b"".join(self._stream(key, r, CHUNK_SIZE))
-        return Blob(data=data, etag=generation, size=size, modified=modified)
+    def _raw(self, response: Response) -> Any:
+        return cast(requests.Response, response).raw
 
     def head(self, key: str) -> ObjectInfo:
         try:
@@ -234,21 +227,6 @@ class GCSStore(Store):
             raise self._fail(e, prefix, "list") from e
         return sorted(n for n in names if n)
 
-    def read_range(self, key: str, start: int, length: int) -> bytes:
-        if length <= 0:
-            return b""
-        r = self._media(key, byte_range=f"bytes={start}-{start + length - 1}")
-        data = b"".join(self._stream(key, r, CHUNK_SIZE))
-        if len(data) != length:
-            raise StoreUnavailable(
-                f"the read of {self.url}/{key} ended after {len(data)} of {length} bytes",
-                hint="the read is retried on the next pass",
-            )
-        return data
-
-    def iter_chunks(self, key: str, chunk_size: int = CHUNK_SIZE) -> Iterator[bytes]:
-        return self._stream(key, self._media(key), chunk_size)
-
     # -- writes ----------------------------------------------------------------------------
 
     def _read_back(self, key: str) -> Stored | None:
@@ -271,8 +249,7 @@ class GCSStore(Store):
     def _write(
         self,
         key: str,
-        src: Callable[[], BinaryIO],
-        size: int,
+        body: UploadBody,
         *,
         generation: int | None,
         judge: Callable[[Stored | None, str], str],
@@ -281,14 +258,18 @@ class GCSStore(Store):
         def send(nonce: str) -> str:
             blob = self._blob(key)
             blob.metadata = {NONCE: nonce}
+            attempt = body.attempt()
             blob.upload_from_file(
-                src(),
-                size=size,
+                attempt,
+                size=body.size,
                 if_generation_match=generation,
                 timeout=self.timeout,
                 retry=None,  # a retried conditional write answers 412 for itself
-                checksum="md5" if size > SINGLE_REQUEST_MAX else None,
+                # Our sha256 of the bytes sent is in metadata.json and every reader checks it;
+                # the SDK's own md5 check would delete a mismatch with default retries.
+                checksum=None,
             )
+            body.sent(attempt)
             return str(blob.generation)
 
         return settle(
@@ -309,8 +290,7 @@ class GCSStore(Store):
     def put(self, key: str, data: bytes) -> str:
         return self._write(
             key,
-            lambda: io.BytesIO(data),
-            len(data),
+            UploadBody.of(data),
             generation=None,
             judge=judge_put,
             conflict=lambda: StoreError("an unconditional write cannot conflict"),
@@ -319,8 +299,7 @@ class GCSStore(Store):
     def put_new(self, key: str, data: bytes) -> str:
         return self._write(
             key,
-            lambda: io.BytesIO(data),
-            len(data),
+            UploadBody.of(data),
             generation=0,
             judge=judge_new,
             conflict=lambda: ObjectExists(f"{self.url}/{key} already exists"),
@@ -331,14 +310,16 @@ class GCSStore(Store):
             raise PreconditionFailed(f"{self.url}/{key} changed (not a GCS generation: {etag})")
         return self._write(
             key,
-            lambda: io.BytesIO(data),
-            len(data),
+            UploadBody.of(data),
             generation=int(etag),
             judge=judge_replace(etag),
             conflict=lambda: PreconditionFailed(f"{self.url}/{key} changed"),
         )
 
     def delete(self, key: str, *, if_match: str | None = None) -> None:
+        if if_match is not None and not if_match.isdigit():
+            raise PreconditionFailed(f"{self.url}/{key} changed (not a GCS generation: {if_match})")
+
         def send(_nonce: str) -> str:
             try:
                 self._blob(key).delete(
@@ -346,7 +327,9 @@ class GCSStore(Store):
                     timeout=self.timeout,
                     retry=None,
                 )
-            except gexc.NotFound:
+            except gexc.NotFound as e:
+                if self._bucket_missing():
+                    raise self._fail(e, key, "delete") from e
                 return ""  # a missing key is not an error
             return ""
 
@@ -367,16 +350,16 @@ class GCSStore(Store):
         create_only: bool,
         on_chunk: Callable[[bytes], None] | None = None,
     ) -> ObjectInfo:
-        with replayable(src, on_chunk) as (rewound, size):
+        with contextlib.ExitStack() as stack:
+            body = UploadBody(src, on_chunk, stack)
             etag = self._write(
                 key,
-                rewound,
-                size,
+                body,
                 generation=0 if create_only else None,
                 judge=judge_new if create_only else judge_put,
                 conflict=lambda: ObjectExists(f"{self.url}/{key} already exists"),
             )
-        return ObjectInfo(key=key, size=size, etag=etag, modified=datetime.now(UTC))
+        return ObjectInfo(key=key, size=body.size, etag=etag, modified=datetime.now(UTC))
 
 
 def _info(key: str, blob: storage.Blob) -> ObjectInfo:
@@ -386,23 +369,6 @@ def _info(key: str, blob: storage.Blob) -> ObjectInfo:
         etag=str(blob.generation),
         modified=blob.updated or datetime.now(UTC),
     )
-
-
-def _total_size(r: requests.Response) -> int:
-    content_range = r.headers.get("Content-Range", "")
-    if "/" in content_range:
-        return int(content_range.rsplit("/", 1)[1])
-    stored = r.headers.get("x-goog-stored-content-length") or r.headers.get("Content-Length")
-    return int(stored or 0)
-
-
-def _http_time(value: str | None) -> datetime:
-    if not value:
-        return datetime.now(UTC)
-    try:
-        return parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return datetime.now(UTC)
 
 
 __all__ = ["GCSStore"]

@@ -3,25 +3,42 @@ for a write whether it was refused by a precondition, may have landed, or certai
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import google.api_core.exceptions as gexc
 import google.auth.exceptions
 import requests
+import urllib3.exceptions
 
-from modelswap.errors import ObjectNotFound, StoreError, StoreUnavailable
+from modelswap.errors import ModelswapError, ObjectNotFound, StoreUnavailable
 from modelswap.store.settle import AMBIGUOUS, CONFLICT
+
+HINT = "retry; if it persists, check the registry URL, the credentials and the bucket"
 
 
 def translate(
-    e: Exception, url: str, bucket: str, key: str, *, action: str, endpoint: str
-) -> StoreError:
-    """The StoreError for e; re-raises what is not a storage failure (a bug)."""
+    e: Exception,
+    url: str,
+    bucket: str,
+    key: str,
+    *,
+    action: str,
+    endpoint: str,
+    bucket_missing: Callable[[], bool],
+) -> ModelswapError:
+    """The modelswap error for e; re-raises what is not a storage failure (a bug). A 404 says
+    "not found" whether the bucket or the object is missing (and real GCS puts the object's
+    name, which may contain "bucket", in the text), so bucket_missing() asks the store."""
     where = f"{url}/{key}"
-    if isinstance(e, StoreError):
+    if isinstance(e, ModelswapError):
         return e
-    if isinstance(e, gexc.RetryError) and e.cause is not None:
-        return translate(e.cause, url, bucket, key, action=action, endpoint=endpoint)
+    if isinstance(e, gexc.RetryError) and isinstance(e.cause, Exception):
+        return translate(
+            e.cause, url, bucket, key, action=action, endpoint=endpoint,
+            bucket_missing=bucket_missing,
+        )  # fmt: skip
     if isinstance(e, gexc.NotFound):
-        if "bucket" in str(e).lower():
+        if bucket_missing():
             return StoreUnavailable(
                 f"bucket {bucket!r} does not exist",
                 hint=f"create it (`gcloud storage buckets create gs://{bucket}`) or fix --registry",
@@ -40,30 +57,45 @@ def translate(
             "application-default login`",
         )
     if isinstance(e, gexc.GoogleAPICallError):
-        return StoreUnavailable(f"GCS failed to {action} {where}: {e.code} {e.message}")
-    if isinstance(e, requests.RequestException | OSError):
+        return StoreUnavailable(f"GCS failed to {action} {where}: {e.code} {e.message}", hint=HINT)
+    if isinstance(e, requests.RequestException | urllib3.exceptions.HTTPError | OSError):
         return StoreUnavailable(
             f"cannot reach the GCS registry {url} at {endpoint}: {_reason(e)}",
             hint="check the network (or STORAGE_EMULATOR_HOST), then retry",
         )
+    if isinstance(e, gexc.GoogleAPIError | ValueError):  # the SDK's words for a bad reply
+        return StoreUnavailable(f"GCS gave an unexpected reply to {action} {where}: {e}", hint=HINT)
     raise e
 
 
 def write_outcome(e: Exception) -> str | None:
     """CONFLICT (a precondition refused it), AMBIGUOUS (it may have landed), or None when it
-    certainly did not (translate() then says why)."""
+    certainly did not (translate() then says why). Only a connection that never opened, or
+    an answer that says no (a 4xx), is definite: anything that breaks after the request went
+    out (a reset, a body cut mid-reply, a read timeout, a 5xx) may have been applied."""
     if isinstance(e, gexc.PreconditionFailed):
         return CONFLICT
-    if isinstance(e, requests.ConnectTimeout):
-        return None  # never connected: nothing was sent
-    if isinstance(e, gexc.ServerError | gexc.TooManyRequests | requests.Timeout):
+    if isinstance(e, gexc.ServerError | gexc.TooManyRequests):
         return AMBIGUOUS
-    if isinstance(e, requests.ConnectionError):
-        cause = str(e)
-        if "NewConnectionError" in cause or "Failed to establish" in cause:
-            return None
-        return AMBIGUOUS  # reset after the request went out
+    if isinstance(e, gexc.RetryError) and isinstance(e.cause, Exception):
+        return write_outcome(e.cause)
+    if isinstance(e, requests.ConnectTimeout | requests.exceptions.SSLError):
+        return None  # never connected, or the handshake failed: nothing was sent
+    if isinstance(e, requests.ConnectionError) and _never_connected(e):
+        return None
+    if isinstance(e, requests.RequestException | urllib3.exceptions.HTTPError | OSError):
+        return AMBIGUOUS
     return None
+
+
+def _never_connected(e: requests.ConnectionError) -> bool:
+    """urllib3 wraps a refused connection or an unknown host (NameResolutionError is a
+    NewConnectionError) as the reason of a MaxRetryError."""
+    cause = e.args[0] if e.args else None
+    reason = getattr(cause, "reason", cause)
+    return isinstance(
+        reason, urllib3.exceptions.NewConnectionError | urllib3.exceptions.ConnectTimeoutError
+    )
 
 
 def _reason(e: Exception) -> str:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, BinaryIO
 
@@ -32,22 +31,26 @@ from modelswap.errors import (
 from modelswap.store.base import CHUNK_SIZE, Blob, ObjectInfo, Store, StoreOptions
 from modelswap.store.s3_multipart import SINGLE_PUT_MAX, multipart_upload, read_full
 from modelswap.store.s3_outcomes import (
-    ABSENT,
     BODY_ERRORS,
     CONFLICT_CODES,
     DEFINITE,
-    MINE,
-    NONCE,
     NOT_FOUND_CODES,
-    THEIRS,
-    WRITE_ATTEMPTS,
-    Stored,
     ambiguous,
     conflict,
     error_code,
     fail,
-    judge_new,
     make_client,
+)
+from modelswap.store.settle import (
+    ABSENT,
+    AMBIGUOUS,
+    CONFLICT,
+    MINE,
+    NONCE,
+    THEIRS,
+    Stored,
+    judge_new,
+    settle,
 )
 
 if TYPE_CHECKING:
@@ -279,33 +282,29 @@ class S3Store(Store):
         """Send a write once per attempt; after an ambiguous outcome read back and let
         `judge(stored, nonce)` say mine / theirs / absent. Returns the new ETag ('' when
         the write leaves no object, as a delete does)."""
-        nonce = uuid.uuid4().hex
-        last: Exception | None = None
-        for attempt in range(WRITE_ATTEMPTS):
-            try:
-                return str(send(nonce).get("ETag", ""))
-            except botocore.exceptions.ClientError as e:
+
+        def classify(e: Exception) -> str:
+            if isinstance(e, botocore.exceptions.ClientError):
                 code = error_code(e)
-                if code in CONFLICT_CODES and attempt == 0:
-                    raise conflict() from e
-                if code not in CONFLICT_CODES and not ambiguous(e):
-                    fail(self.url, self.bucket, e, key, "write")
-                last = e  # a 5xx, or a 412 that may answer our own earlier attempt
-            except botocore.exceptions.BotoCoreError as e:
-                if isinstance(e, DEFINITE):
-                    fail(self.url, self.bucket, e, key, "write")
-                last = e
-            stored = self._stored(key)
-            verdict = judge(stored, nonce)
-            if verdict == MINE:
-                return stored.etag if stored is not None else ""
-            if verdict == THEIRS:
-                raise conflict() from last
-        # The last attempt has no later conditional write to fence it off: it may still land.
-        raise OutcomeUnknown(
-            f"could not write {self.url}/{key}: {WRITE_ATTEMPTS} attempts went unanswered "
-            f"and the last may still land (last error: {last})",
-        ) from last
+                if code in CONFLICT_CODES:
+                    return CONFLICT  # on a later attempt it may answer our own earlier one
+                if ambiguous(e):
+                    return AMBIGUOUS  # a 5xx
+                fail(self.url, self.bucket, e, key, "write")
+            if isinstance(e, botocore.exceptions.BotoCoreError) and not isinstance(e, DEFINITE):
+                return AMBIGUOUS
+            if isinstance(e, botocore.exceptions.BotoCoreError):
+                fail(self.url, self.bucket, e, key, "write")
+            raise e  # ours (PreconditionFailed from a send), or a bug
+
+        return settle(
+            f"{self.url}/{key}",
+            lambda nonce: str(send(nonce).get("ETag", "")),
+            read_back=lambda: self._stored(key),
+            judge=judge,
+            conflict=conflict,
+            classify=classify,
+        )
 
     def _put(self, key: str, data: bytes, nonce: str, **kw: Any) -> dict[str, Any]:
         """One attempt, untranslated: _write reads botocore's errors itself."""

@@ -14,7 +14,8 @@ import botocore.exceptions
 
 from modelswap.errors import ObjectExists, StoreError, StoreUnavailable
 from modelswap.store.base import ObjectInfo
-from modelswap.store.s3_outcomes import ABSENT, MINE, NONCE, THEIRS, Stored, error_code, fail
+from modelswap.store.s3_outcomes import error_code, fail
+from modelswap.store.settle import ABSENT, MINE, NONCE, THEIRS, Stored
 
 if TYPE_CHECKING:
     from modelswap.store.s3 import S3Store

@@ -3,7 +3,6 @@ definite (nothing was applied) and which leave a write's outcome to be read back
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import boto3
@@ -23,8 +22,6 @@ from modelswap.store.base import StoreOptions
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
-NONCE = "modelswap-write"  # user-metadata field: which attempt wrote this object
-WRITE_ATTEMPTS = 3
 
 CREDENTIAL_CODES = {
     "AccessDenied",
@@ -49,16 +46,6 @@ BODY_ERRORS = (
     urllib3.exceptions.HTTPError,
     OSError,
 )
-
-
-@dataclass(frozen=True)
-class Stored:
-    etag: str
-    nonce: str | None
-
-
-# A read-back's verdict on one write attempt.
-MINE, THEIRS, ABSENT = "mine", "theirs", "absent"
 
 
 def make_client(options: StoreOptions, *, attempts: int, max_pool: int = 32) -> S3Client:
@@ -120,12 +107,6 @@ def fail(store_url: str, bucket: str, e: Exception, key: str, action: str) -> No
             hint="check AWS_ENDPOINT_URL and the network, then retry",
         ) from e
     raise e
-
-
-def judge_new(stored: Stored | None, nonce: str) -> str:
-    if stored is None:
-        return ABSENT
-    return MINE if stored.nonce == nonce else THEIRS
 
 
 def ambiguous(e: botocore.exceptions.ClientError) -> bool:

@@ -11,6 +11,10 @@ arrive slower than StoreOptions.min_rate_bps (curl's low-speed limit).
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import io
+import os
+import shutil
 import tempfile
 import time
 import uuid
@@ -18,7 +22,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
 
-from modelswap.errors import OutcomeUnknown, StoreError, StoreUnavailable
+from modelswap.errors import OutcomeUnknown, StoreError, StoreUnavailable, UsageError
 from modelswap.store.base import CHUNK_SIZE, StoreOptions
 
 NONCE = "modelswap-write"  # user-metadata field: which attempt wrote this object
@@ -88,12 +92,23 @@ def settle(
         try:
             return send(nonce)
         except Exception as e:
-            kind = classify(e)
+            try:
+                kind = classify(e)
+            except StoreError as definite:
+                if last is None:
+                    raise
+                # This attempt certainly failed, but an earlier one may still land.
+                raise OutcomeUnknown(
+                    f"could not write {where}: an earlier attempt went unanswered and may "
+                    f"still land, and the next failed ({definite})"
+                ) from definite
             if kind == CONFLICT and attempt == 0:
                 raise conflict() from e
             last = e
         try:
             stored = read_back()
+        except OutcomeUnknown:
+            raise
         except StoreError as e:
             raise OutcomeUnknown(
                 f"could not read back {where} after a write whose reply was lost: {e}"
@@ -124,7 +139,9 @@ def paced(
             yield data
             now = time.monotonic()
             if now - started >= window:
-                if in_window < floor:
+                # Against the time it really took: one chunk that arrived after a minute fails
+                # even though it holds more than a window's worth of bytes.
+                if in_window < max(floor, options.min_rate_bps * (now - started)):
                     raise StoreUnavailable(
                         f"reading {where} is too slow: {in_window} bytes in "
                         f"{now - started:.1f} s (below {options.min_rate_bps} B/s); abandoned",
@@ -136,26 +153,75 @@ def paced(
         close()
 
 
-@contextlib.contextmanager
-def replayable(
-    src: BinaryIO, on_chunk: Callable[[bytes], None] | None
-) -> Iterator[tuple[Callable[[], BinaryIO], int]]:
-    """(rewind, size) for an upload that settle() may send twice: src is read once here,
-    every chunk told to on_chunk (callers hash it); rewind() gives the body from its start,
-    src itself when it can seek, else a temporary file it was spooled to (memory stays flat)."""
-    with contextlib.ExitStack() as stack:
-        body = src if src.seekable() else stack.enter_context(tempfile.TemporaryFile())
-        start = src.tell() if body is src else 0
-        size = 0
-        while chunk := src.read(CHUNK_SIZE):
-            if on_chunk is not None:
-                on_chunk(chunk)
-            if body is not src:
-                body.write(chunk)
-            size += len(chunk)
+class _Attempt:
+    """One attempt's read of the body: exactly `size` bytes, hashed as the SDK reads them."""
 
-        def rewind() -> BinaryIO:
-            body.seek(start)
-            return body
+    def __init__(self, src: BinaryIO, size: int, sink: Callable[[bytes], None] | None) -> None:
+        self.src, self.left, self.sink = src, size, sink
+        self.count = 0
+        self.digest = hashlib.sha256()
 
-        yield rewind, size
+    def read(self, n: int | None = -1) -> bytes:
+        want = self.left if n is None or n < 0 else min(n, self.left)
+        data = self.src.read(want)
+        if len(data) < want and not data:
+            raise UsageError(
+                f"the file being uploaded ended after {self.count} of {self.count + self.left} "
+                "bytes: it changed while it was read",
+                hint="publish from files nothing is still writing to",
+            )
+        self.count += len(data)
+        self.left -= len(data)
+        self.digest.update(data)
+        if self.sink is not None:
+            self.sink(data)
+        return data
+
+    def tell(self) -> int:
+        return self.count
+
+    def seekable(self) -> bool:
+        return False  # read once, in order: what is hashed is what is sent
+
+    def readable(self) -> bool:
+        return True
+
+
+class UploadBody:
+    """An upload's bytes for settle(), which may send them more than once. Every attempt reads
+    from src's start; the first tells on_chunk every chunk the SDK sends (callers hash it for
+    metadata.json) and every later one must send the same bytes, or the upload fails: what
+    metadata.json says is what was stored. A source that cannot seek is spooled first."""
+
+    def __init__(
+        self, src: BinaryIO, on_chunk: Callable[[bytes], None] | None, stack: contextlib.ExitStack
+    ) -> None:
+        if not src.seekable():
+            spool = stack.enter_context(tempfile.TemporaryFile())  # noqa: SIM115 - it is one
+            shutil.copyfileobj(src, spool, CHUNK_SIZE)
+            spool.seek(0)
+            src = spool
+        self.src, self.on_chunk = src, on_chunk
+        self.start = src.tell()
+        self.size = src.seek(0, os.SEEK_END) - self.start
+        src.seek(self.start)
+        self._first: bytes | None = None
+
+    @classmethod
+    def of(cls, data: bytes) -> UploadBody:
+        """A small object's bytes, already in memory."""
+        return cls(io.BytesIO(data), None, contextlib.ExitStack())
+
+    def attempt(self) -> _Attempt:
+        self.src.seek(self.start)
+        return _Attempt(self.src, self.size, self.on_chunk if self._first is None else None)
+
+    def sent(self, attempt: _Attempt) -> None:
+        """After a send: the attempt read every byte, the same bytes as the first."""
+        digest = attempt.digest.digest()
+        if attempt.left or (self._first is not None and digest != self._first):
+            raise UsageError(
+                "the file being uploaded changed while it was sent",
+                hint="publish from files nothing is still writing to",
+            )
+        self._first = self._first or digest
