@@ -19,7 +19,10 @@ from datetime import UTC, datetime
 from typing import Any, BinaryIO, cast
 
 import azure.core.exceptions as aexc
+import requests
+import requests.adapters
 from azure.core import MatchConditions
+from azure.core.pipeline.transport import RequestsTransport
 from azure.core.rest import HttpRequest
 from azure.storage.blob import BlobServiceClient, ContainerClient, LinearRetry
 
@@ -87,8 +90,14 @@ class AzureStore(StreamedReads):
             # The SDK's default backs off 15 s and more; a read here retries for about a
             # second (S3's second attempt), a write never.
             "retry_policy": LinearRetry(backoff=1, retry_total=retries, random_jitter_range=0),
-            "connection_timeout": self.options.connect_timeout_s,
-            "read_timeout": self.options.read_timeout_s,
+            # The registry reads up to 16 objects at once; requests' default pool of 10
+            # would drop connections with a warning on stderr.
+            "transport": RequestsTransport(
+                session=_pooled_session(),
+                session_owner=False,
+                connection_timeout=self.options.connect_timeout_s,
+                read_timeout=self.options.read_timeout_s,
+            ),
         }
         conn = os.environ.get("AZURE_STORAGE_CONNECTION_STRING")
         if conn:
@@ -384,6 +393,14 @@ class AzureStore(StreamedReads):
                 conflict=lambda: ObjectExists(f"{self.url}/{key} already exists"),
             )
         return ObjectInfo(key=key, size=body.size, etag=etag, modified=datetime.now(UTC))
+
+
+def _pooled_session() -> requests.Session:
+    session = requests.Session()
+    adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=32)
+    session.mount("https://", adapter)
+    session.mount("http://", adapter)
+    return session
 
 
 __all__ = ["AzureStore"]

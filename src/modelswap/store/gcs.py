@@ -25,6 +25,7 @@ from urllib.parse import quote
 import google.api_core.exceptions as gexc
 import google.auth.exceptions
 import requests
+import requests.adapters
 from google.api_core.retry import Retry
 
 # The SDK ships no types; a user's mypy --strict reaching this import must not fail on it.
@@ -52,6 +53,7 @@ from modelswap.store.settle import (
 )
 from modelswap.store.streamed import Response, StreamedReads
 
+POOL = 32  # connections per host
 SINGLE_REQUEST_MAX = 8 << 20  # the client's own multipart/resumable threshold
 _READ_RETRYABLE = (gexc.TooManyRequests, gexc.ServerError, requests.ConnectionError)
 
@@ -90,13 +92,19 @@ class GCSStore(StreamedReads):
         if os.environ.get("STORAGE_EMULATOR_HOST"):
             project = project or "modelswap-emulator"  # an emulator needs no real project
         try:
-            return storage.Client(project=project)
+            client = storage.Client(project=project)
         except google.auth.exceptions.DefaultCredentialsError as e:
             raise StoreUnavailable(
                 "no Google Cloud credentials found for the GCS registry",
                 hint="set GOOGLE_APPLICATION_CREDENTIALS, run `gcloud auth application-default "
                 "login`, or use workload identity on GKE",
             ) from e
+        # The registry reads up to 16 objects at once (listings, events); requests' default
+        # pool of 10 would drop connections with a warning on stderr.
+        adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=POOL)
+        client._http.mount("https://", adapter)
+        client._http.mount("http://", adapter)
+        return client
 
     def connect(self) -> None:
         _ = self.client
