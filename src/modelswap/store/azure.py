@@ -11,11 +11,9 @@ account AZURE_STORAGE_ACCOUNT with AZURE_STORAGE_KEY or, without a key, DefaultA
 
 from __future__ import annotations
 
-import contextlib
 import os
 import threading
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
 from typing import Any, BinaryIO, cast
 
 import azure.core.exceptions as aexc
@@ -27,25 +25,17 @@ from azure.core.rest import HttpRequest
 from azure.storage.blob import BlobServiceClient, ContainerClient, LinearRetry
 
 from modelswap.errors import (
-    ObjectExists,
     ObjectNotFound,
-    PreconditionFailed,
     StoreError,
     StoreUnavailable,
 )
 from modelswap.store.base import ObjectInfo, StoreOptions
+from modelswap.store.cloud import NEW, REPLACE, CloudStore, Response, pooled_adapter
 from modelswap.store.settle import (
     AMBIGUOUS,
     CONFLICT,
     Stored,
-    UploadBody,
-    judge_delete,
-    judge_new,
-    judge_put,
-    judge_replace,
-    settle,
 )
-from modelswap.store.streamed import Response, StreamedReads
 
 UPLOAD_THREADS = 4
 # Azure metadata names are C# identifiers: the nonce field has no dash here.
@@ -53,7 +43,7 @@ NONCE = "modelswap_write"
 HINT = "retry; if it persists, check the registry URL, the credentials and the container"
 
 
-class AzureStore(StreamedReads):
+class AzureStore(CloudStore):
     def __init__(self, container: str, prefix: str, options: StoreOptions | None = None) -> None:
         self.container_name = container
         self.prefix = prefix.strip("/")
@@ -90,8 +80,6 @@ class AzureStore(StreamedReads):
             # The SDK's default backs off 15 s and more; a read here retries for about a
             # second (S3's second attempt), a write never.
             "retry_policy": LinearRetry(backoff=1, retry_total=retries, random_jitter_range=0),
-            # The registry reads up to 16 objects at once; requests' default pool of 10
-            # would drop connections with a warning on stderr.
             "transport": RequestsTransport(
                 session=_pooled_session(),
                 session_owner=False,
@@ -281,123 +269,38 @@ class AzureStore(StreamedReads):
 
         return classify
 
-    def _write(
-        self,
-        key: str,
-        body: UploadBody,
-        *,
-        condition: dict[str, Any],
-        judge: Callable[[Stored | None, str], str],
-        conflict: Callable[[], StoreError],
+    def _send(
+        self, key: str, attempt: Any, size: int, nonce: str, *, mode: str, etag: str | None
     ) -> str:
-        def send(nonce: str) -> str:
-            attempt = body.attempt()
-            result = self.writer.get_blob_client(self._full(key)).upload_blob(
-                cast(BinaryIO, attempt),  # read() and tell(): all the SDK uses of a stream
-                length=body.size,
-                metadata={NONCE: nonce},
-                max_concurrency=UPLOAD_THREADS,
-                **condition,
-            )
-            body.sent(attempt)
-            return str(result["etag"])
-
-        return settle(
-            f"{self.url}/{key}",
-            send,
-            read_back=lambda: self._read_back(key),
-            judge=judge,
-            conflict=conflict,
-            classify=self._classify(key),
+        condition: dict[str, Any] = {"overwrite": mode != NEW}  # If-None-Match: * when False
+        if mode == REPLACE:
+            condition |= {"etag": etag, "match_condition": MatchConditions.IfNotModified}
+        result = self.writer.get_blob_client(self._full(key)).upload_blob(
+            cast(BinaryIO, attempt),  # read() and tell(): all the SDK uses of a stream
+            length=size,
+            metadata={NONCE: nonce},
+            max_concurrency=UPLOAD_THREADS,
+            **condition,
         )
+        return str(result["etag"])
 
-    def put(self, key: str, data: bytes) -> str:
-        return self._write(
-            key,
-            UploadBody.of(data),
-            condition={"overwrite": True},
-            judge=judge_put,
-            conflict=lambda: StoreError("an unconditional write cannot conflict"),
-        )
-
-    def put_new(self, key: str, data: bytes) -> str:
-        return self._write(
-            key,
-            UploadBody.of(data),
-            condition={"overwrite": False},
-            judge=judge_new,
-            conflict=lambda: ObjectExists(f"{self.url}/{key} already exists"),
-        )
-
-    def put_if_match(self, key: str, data: bytes, etag: str) -> str:
-        def conflict() -> StoreError:
-            return PreconditionFailed(f"{self.url}/{key} changed")
-
-        try:
-            return self._write(
-                key,
-                UploadBody.of(data),
-                condition={
-                    "overwrite": True,
-                    "etag": etag,
-                    "match_condition": MatchConditions.IfNotModified,
-                },
-                judge=judge_replace(etag),
-                conflict=conflict,
-            )
-        except ObjectNotFound as e:  # If-Match on a deleted blob
-            raise conflict() from e
-
-    def delete(self, key: str, *, if_match: str | None = None) -> None:
+    def _send_delete(self, key: str, if_match: str | None) -> None:
         kw: dict[str, Any] = {}
         if if_match is not None:
             kw = {"etag": if_match, "match_condition": MatchConditions.IfNotModified}
-
-        def send(_nonce: str) -> str:
-            try:
-                self.writer.get_blob_client(self._full(key)).delete_blob(**kw)
-            except aexc.ResourceNotFoundError as e:
-                if "ContainerNotFound" in str(getattr(e, "error_code", "")):
-                    raise
-                return ""  # a missing key is not an error
-            except aexc.ResourceModifiedError:
-                if self._read_back(key) is None:  # Azurite answers 412 for a missing blob
-                    return ""
+        try:
+            self.writer.get_blob_client(self._full(key)).delete_blob(**kw)
+        except aexc.ResourceNotFoundError as e:
+            if "ContainerNotFound" in str(getattr(e, "error_code", "")):
                 raise
-            return ""
-
-        settle(
-            f"{self.url}/{key}",
-            send,
-            read_back=lambda: self._read_back(key),
-            judge=judge_delete(if_match),
-            conflict=lambda: PreconditionFailed(f"{self.url}/{key} changed"),
-            classify=self._classify(key),
-        )
-
-    def upload(
-        self,
-        key: str,
-        src: BinaryIO,
-        *,
-        create_only: bool,
-        on_chunk: Callable[[bytes], None] | None = None,
-    ) -> ObjectInfo:
-        with contextlib.ExitStack() as stack:
-            body = UploadBody(src, on_chunk, stack)
-            etag = self._write(
-                key,
-                body,
-                condition={"overwrite": not create_only},
-                judge=judge_new if create_only else judge_put,
-                conflict=lambda: ObjectExists(f"{self.url}/{key} already exists"),
-            )
-        return ObjectInfo(key=key, size=body.size, etag=etag, modified=datetime.now(UTC))
+        except aexc.ResourceModifiedError:
+            if self._read_back(key) is not None:  # Azurite answers 412 for a missing blob
+                raise
 
 
 def _pooled_session() -> requests.Session:
     session = requests.Session()
-    adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=32)
+    adapter = pooled_adapter()
     session.mount("https://", adapter)
     session.mount("http://", adapter)
     return session

@@ -14,12 +14,11 @@ workload identity on GKE); STORAGE_EMULATOR_HOST points the client at an emulato
 
 from __future__ import annotations
 
-import contextlib
 import os
 import threading
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
-from typing import Any, BinaryIO, cast
+from typing import Any, cast
 from urllib.parse import quote
 
 import google.api_core.exceptions as gexc
@@ -33,32 +32,22 @@ from google.cloud import storage  # type: ignore[import-untyped, unused-ignore]
 
 from modelswap.errors import (
     ModelswapError,
-    ObjectExists,
     ObjectNotFound,
-    PreconditionFailed,
-    StoreError,
     StoreUnavailable,
 )
 from modelswap.store.base import ObjectInfo, StoreOptions
+from modelswap.store.cloud import NEW, REPLACE, CloudStore, Response, pooled_adapter
 from modelswap.store.gcs_errors import translate, write_outcome
 from modelswap.store.settle import (
     NONCE,
     Stored,
-    UploadBody,
-    judge_delete,
-    judge_new,
-    judge_put,
-    judge_replace,
-    settle,
 )
-from modelswap.store.streamed import Response, StreamedReads
 
-POOL = 32  # connections per host
 SINGLE_REQUEST_MAX = 8 << 20  # the client's own multipart/resumable threshold
 _READ_RETRYABLE = (gexc.TooManyRequests, gexc.ServerError, requests.ConnectionError)
 
 
-class GCSStore(StreamedReads):
+class GCSStore(CloudStore):
     def __init__(self, bucket: str, prefix: str, options: StoreOptions | None = None) -> None:
         self.bucket_name = bucket
         self.prefix = prefix.strip("/")
@@ -99,9 +88,7 @@ class GCSStore(StreamedReads):
                 hint="set GOOGLE_APPLICATION_CREDENTIALS, run `gcloud auth application-default "
                 "login`, or use workload identity on GKE",
             ) from e
-        # The registry reads up to 16 objects at once (listings, events); requests' default
-        # pool of 10 would drop connections with a warning on stderr.
-        adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=POOL)
+        adapter = pooled_adapter()
         client._http.mount("https://", adapter)
         client._http.mount("http://", adapter)
         return client
@@ -238,9 +225,12 @@ class GCSStore(StreamedReads):
     # -- writes ----------------------------------------------------------------------------
 
     def _read_back(self, key: str) -> Stored | None:
-        blob = self.client.bucket(self.bucket_name).get_blob(
-            self._full(key), timeout=self.timeout, retry=self._read_retry
-        )
+        try:
+            blob = self.client.bucket(self.bucket_name).get_blob(
+                self._full(key), timeout=self.timeout, retry=self._read_retry
+            )
+        except Exception as e:
+            raise self._fail(e, key, "read back") from e
         if blob is None:
             return None
         return Stored(etag=str(blob.generation), nonce=(blob.metadata or {}).get(NONCE))
@@ -254,120 +244,37 @@ class GCSStore(StreamedReads):
 
         return classify
 
-    def _write(
-        self,
-        key: str,
-        body: UploadBody,
-        *,
-        generation: int | None,
-        judge: Callable[[Stored | None, str], str],
-        conflict: Callable[[], StoreError],
+    def _valid_etag(self, etag: str) -> bool:
+        return etag.isdigit()  # a generation
+
+    def _send(
+        self, key: str, attempt: Any, size: int, nonce: str, *, mode: str, etag: str | None
     ) -> str:
-        def send(nonce: str) -> str:
-            blob = self._blob(key)
-            blob.metadata = {NONCE: nonce}
-            attempt = body.attempt()
-            blob.upload_from_file(
-                attempt,
-                size=body.size,
-                if_generation_match=generation,
-                timeout=self.timeout,
-                retry=None,  # a retried conditional write answers 412 for itself
-                # Our sha256 of the bytes sent is in metadata.json and every reader checks it;
-                # the SDK's own md5 check would delete a mismatch with default retries.
-                checksum=None,
-            )
-            body.sent(attempt)
-            return str(blob.generation)
-
-        return settle(
-            f"{self.url}/{key}",
-            send,
-            read_back=lambda: self._read_back_or_fail(key),
-            judge=judge,
-            conflict=conflict,
-            classify=self._classify(key),
+        generation = 0 if mode == NEW else int(etag) if mode == REPLACE and etag else None
+        blob = self._blob(key)
+        blob.metadata = {NONCE: nonce}
+        blob.upload_from_file(
+            attempt,
+            size=size,
+            if_generation_match=generation,
+            timeout=self.timeout,
+            retry=None,  # a retried conditional write answers 412 for itself
+            # Our sha256 of the bytes sent is in metadata.json and every reader checks it;
+            # the SDK's own md5 check would delete a mismatch with default retries.
+            checksum=None,
         )
+        return str(blob.generation)
 
-    def _read_back_or_fail(self, key: str) -> Stored | None:
+    def _send_delete(self, key: str, if_match: str | None) -> None:
         try:
-            return self._read_back(key)
-        except Exception as e:
-            raise self._fail(e, key, "read back") from e
-
-    def put(self, key: str, data: bytes) -> str:
-        return self._write(
-            key,
-            UploadBody.of(data),
-            generation=None,
-            judge=judge_put,
-            conflict=lambda: StoreError("an unconditional write cannot conflict"),
-        )
-
-    def put_new(self, key: str, data: bytes) -> str:
-        return self._write(
-            key,
-            UploadBody.of(data),
-            generation=0,
-            judge=judge_new,
-            conflict=lambda: ObjectExists(f"{self.url}/{key} already exists"),
-        )
-
-    def put_if_match(self, key: str, data: bytes, etag: str) -> str:
-        if not etag.isdigit():
-            raise PreconditionFailed(f"{self.url}/{key} changed (not a GCS generation: {etag})")
-        return self._write(
-            key,
-            UploadBody.of(data),
-            generation=int(etag),
-            judge=judge_replace(etag),
-            conflict=lambda: PreconditionFailed(f"{self.url}/{key} changed"),
-        )
-
-    def delete(self, key: str, *, if_match: str | None = None) -> None:
-        if if_match is not None and not if_match.isdigit():
-            raise PreconditionFailed(f"{self.url}/{key} changed (not a GCS generation: {if_match})")
-
-        def send(_nonce: str) -> str:
-            try:
-                self._blob(key).delete(
-                    if_generation_match=int(if_match) if if_match is not None else None,
-                    timeout=self.timeout,
-                    retry=None,
-                )
-            except gexc.NotFound as e:
-                if self._bucket_missing():
-                    raise self._fail(e, key, "delete") from e
-                return ""  # a missing key is not an error
-            return ""
-
-        settle(
-            f"{self.url}/{key}",
-            send,
-            read_back=lambda: self._read_back_or_fail(key),
-            judge=judge_delete(if_match),
-            conflict=lambda: PreconditionFailed(f"{self.url}/{key} changed"),
-            classify=self._classify(key),
-        )
-
-    def upload(
-        self,
-        key: str,
-        src: BinaryIO,
-        *,
-        create_only: bool,
-        on_chunk: Callable[[bytes], None] | None = None,
-    ) -> ObjectInfo:
-        with contextlib.ExitStack() as stack:
-            body = UploadBody(src, on_chunk, stack)
-            etag = self._write(
-                key,
-                body,
-                generation=0 if create_only else None,
-                judge=judge_new if create_only else judge_put,
-                conflict=lambda: ObjectExists(f"{self.url}/{key} already exists"),
+            self._blob(key).delete(
+                if_generation_match=int(if_match) if if_match is not None else None,
+                timeout=self.timeout,
+                retry=None,
             )
-        return ObjectInfo(key=key, size=body.size, etag=etag, modified=datetime.now(UTC))
+        except gexc.NotFound as e:
+            if self._bucket_missing():
+                raise self._fail(e, key, "delete") from e
 
 
 def _info(key: str, blob: storage.Blob) -> ObjectInfo:

@@ -42,14 +42,14 @@ from modelswap.store.s3_outcomes import (
     make_client,
 )
 from modelswap.store.settle import (
-    ABSENT,
     AMBIGUOUS,
     CONFLICT,
-    MINE,
     NONCE,
-    THEIRS,
     Stored,
+    judge_delete,
     judge_new,
+    judge_put,
+    judge_replace,
     settle,
 )
 
@@ -316,10 +316,7 @@ class S3Store(Store):
         )
 
     def put(self, key: str, data: bytes) -> str:
-        def judge(stored: Stored | None, nonce: str) -> str:
-            return MINE if stored is not None and stored.nonce == nonce else ABSENT
-
-        return self._write(key, lambda n: self._put(key, data, n), judge, self._never)
+        return self._write(key, lambda n: self._put(key, data, n), judge_put, self._never)
 
     def put_new(self, key: str, data: bytes) -> str:
         return self._write(
@@ -330,13 +327,6 @@ class S3Store(Store):
         )
 
     def put_if_match(self, key: str, data: bytes, etag: str) -> str:
-        def judge(stored: Stored | None, nonce: str) -> str:
-            if stored is None:
-                return THEIRS  # deleted meanwhile
-            if stored.nonce == nonce:
-                return MINE
-            return ABSENT if stored.etag == etag else THEIRS
-
         def send(nonce: str) -> dict[str, Any]:
             try:
                 return self._put(key, data, nonce, IfMatch=etag)
@@ -346,7 +336,7 @@ class S3Store(Store):
                 raise
 
         return self._write(
-            key, send, judge, lambda: PreconditionFailed(f"{self.url}/{key} changed")
+            key, send, judge_replace(etag), lambda: PreconditionFailed(f"{self.url}/{key} changed")
         )
 
     def delete(self, key: str, *, if_match: str | None = None) -> None:
@@ -366,12 +356,12 @@ class S3Store(Store):
                 raise
             return {}
 
-        def judge(stored: Stored | None, _nonce: str) -> str:
-            if stored is None:
-                return MINE  # gone, which is what a delete asks for
-            return ABSENT if if_match is None or stored.etag == if_match else THEIRS
-
-        self._write(key, send, judge, lambda: PreconditionFailed(f"{self.url}/{key} changed"))
+        self._write(
+            key,
+            send,
+            judge_delete(if_match),
+            lambda: PreconditionFailed(f"{self.url}/{key} changed"),
+        )
 
     def _never(self) -> StoreError:
         return StoreError("an unconditional write cannot conflict")

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
-import os
 import shutil
 import socket
 import subprocess
@@ -22,6 +21,8 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+from modelswap.testing import seaweed
 
 ROOT = Path(__file__).resolve().parents[3]
 # Azurite's published development account: a well-known constant, not a secret.
@@ -153,13 +154,5 @@ def start_azurite(work: Path) -> Emulator:
 @contextlib.contextmanager
 def environment(emu: Emulator) -> Iterator[Emulator]:
     """The emulator's variables set in os.environ while inside (as a user's shell would)."""
-    saved = {k: os.environ.get(k) for k in emu.env}
-    os.environ.update(emu.env)
-    try:
+    with seaweed.environment(emu.env):
         yield emu
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v

@@ -138,11 +138,10 @@ def _s3_answers(server: Seaweed) -> bool:
 
 
 @contextlib.contextmanager
-def aws_env(server: Seaweed) -> Iterator[None]:
-    """Point the standard AWS variables at server, as a user's environment would, and restore
-    them afterwards."""
-    saved = {k: os.environ.get(k) for k in server.env()}
-    os.environ.update(server.env())
+def environment(variables: dict[str, str]) -> Iterator[None]:
+    """os.environ with these variables set while inside; restored afterwards."""
+    saved = {k: os.environ.get(k) for k in variables}
+    os.environ.update(variables)
     try:
         yield
     finally:
@@ -151,3 +150,11 @@ def aws_env(server: Seaweed) -> Iterator[None]:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+
+
+@contextlib.contextmanager
+def aws_env(server: Seaweed) -> Iterator[None]:
+    """Point the standard AWS variables at server, as a user's environment would, and restore
+    them afterwards."""
+    with environment(server.env()):
+        yield
