@@ -175,7 +175,10 @@ def test_sigkill_mid_download_keeps_old_link_and_restart_recovers(
         wait_until(lambda: linked(dest) == "versions/v2", timeout=30)
         watching.clear()
         watcher.join()
-        assert seen == {"versions/v1", "versions/v2"}
+        # Never anything but v1 or v2 (no missing or broken link). Under load the watcher may
+        # not sample v2 before it is stopped, so v2 is checked by the wait above.
+        assert "versions/v1" in seen
+        assert seen <= {"versions/v1", "versions/v2"}
         assert any(e.get("event") == "startup.cleanup" for e in restarted.events)
         assert [p.name for p in staged.iterdir()] == []
     finally:
