@@ -27,7 +27,6 @@ from modelswap.registry import Registry
 from modelswap.store import Store, StoreOptions, open_store
 from modelswap.volume import Layout
 
-from . import server
 from .config import AgentConfig
 from .hooks import SwapHooks
 from .state import AgentState
@@ -242,6 +241,9 @@ async def serve(cfg: AgentConfig) -> int:
     if cfg.once:
         await agent.startup()
         return await run_once(agent)
+    # The HTTP server (aiohttp, ~0.2 s to import) only for a running agent: an init
+    # container's `--once` waits for nothing it does not use.
+    from . import server  # noqa: PLC0415
     # The start-up check (a full re-hash of every local copy) runs inside the loop's task,
     # with the HTTP server already up: /healthz answers while large copies are hashed.
     loop_task = asyncio.ensure_future(agent.run())
@@ -296,7 +298,7 @@ async def run_once(agent: Agent) -> int:
 def main(cfg: AgentConfig) -> int:
     configure_logging()
     code = asyncio.run(serve(cfg))
-    if any(t.daemon and t.is_alive() for t in threading.enumerate()):
+    if not cfg.once and any(t.daemon and t.is_alive() for t in threading.enumerate()):
         # A download thread still blocked in a socket read at SIGTERM: finalizing the
         # interpreter under it crashed the agent once in a few hundred stops (exit -11, seen
         # in test_sigterm_mid_download_exits_within_a_second). Everything on disk is already

@@ -5,12 +5,15 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
 
 import pytest
 
+import modelswap
 from modelswap.registry import Registry
 from modelswap.testing.agents import AgentProc
 from tests.agent_helpers import FAST, MakeFile, linked, promote, publish, tree
@@ -255,3 +258,21 @@ def test_damaged_local_copy_is_replaced_at_start(
         assert any("damaged" in str(e.get("detail")) for e in agent.events)
     finally:
         agent.stop()
+
+
+def test_once_imports_no_http_server(tmp_path: Path) -> None:
+    """An init container's `agent --once` does not import aiohttp (~0.2 s of its start-up
+    here): the HTTP server is only for a running agent."""
+    reg = modelswap.Registry(str(tmp_path / "reg"), actor="tester@test")
+    (tmp_path / "m.bin").write_bytes(b"weights")
+    reg.publish("clf", [tmp_path / "m.bin"])
+    reg.promote("clf", "v1")
+    code = (
+        "import sys\nfrom modelswap.cli import main\n"
+        f"code = main(['agent', 'clf', '--dest', {str(tmp_path / 'dest')!r}, '--registry', "
+        f"{str(tmp_path / 'reg')!r}, '--once'])\n"
+        "print(code, 'aiohttp' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["0", "False"], out.stderr[-2000:]
+    assert os.readlink(tmp_path / "dest" / "clf" / "current") == "versions/v1"
