@@ -244,6 +244,7 @@ async def serve(cfg: AgentConfig) -> int:
     # The HTTP server (aiohttp, ~0.2 s to import) only for a running agent: an init
     # container's `--once` waits for nothing it does not use.
     from . import server  # noqa: PLC0415
+
     # The start-up check (a full re-hash of every local copy) runs inside the loop's task,
     # with the HTTP server already up: /healthz answers while large copies are hashed.
     loop_task = asyncio.ensure_future(agent.run())
