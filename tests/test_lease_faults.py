@@ -258,3 +258,16 @@ def test_gc_that_breaks_a_dead_movers_lease_settles_the_dead_move(
     assert not exists(registry, keys.moves_lock(MODEL))
     assert moves(history_json(registry_url)) == expected
     assert_invariants(registry)
+
+
+def test_a_lease_whose_intent_names_no_version_is_not_settled(
+    registry_url: str, registry: Registry, model_file: MakeFile
+) -> None:
+    """A lease left with an intent that is not a mover's (its `to` not a version name) is
+    taken over without logging anything for it (it logged a CANARY move from null to null)."""
+    publish_three(registry, model_file)
+    bogus = {"pointer": "CANARY", "from": None, "to": 5, "type": "promote", "stray": 1}
+    registry.store.put(keys.moves_lock(MODEL), dead_lease("dead1", "dead@mover", bogus))
+    ok(cli_move(registry_url, registry, "promote", "v2", "--reason", "after the dead one"))
+    assert [e["pointer"] for e in history_json(registry_url)] == ["CURRENT", "CURRENT"]
+    assert_invariants(registry)

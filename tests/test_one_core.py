@@ -33,6 +33,7 @@ CLI_MAY_IMPORT = {
     "modelswap.config",
     "modelswap.agent.config",
     "modelswap.agent.run",  # `modelswap agent` hands its config to the agent's main
+    "modelswap.agent.server",  # only to say "install modelswap[agent]" before starting
     "modelswap.render",
     "modelswap.redact",
     "modelswap.progress",
@@ -166,6 +167,7 @@ def test_a_forced_gate_that_could_not_judge_records_its_error() -> None:
 @pytest.mark.parametrize(
     ("change", "problem"),
     [
+        ({"last_error": {"code": 5}}, "last_error is {'code': 5}, not text"),
         ({"instance": "pod-2"}, "names instance 'pod-2' but is stored as 'pod-1'"),
         ({"ready": "yes"}, "ready is 'yes', not true or false"),
         ({"pointer": None}, "names no pointer"),
@@ -191,3 +193,52 @@ def test_versions_reads_each_pointer_once(s3_server: Any, tmp_path: Path) -> Non
         r = run_cli("versions", "clf", registry=url, env={"AWS_ENDPOINT_URL": proxy.endpoint})
         assert r.returncode == 0, r.stderr
         assert proxy.count("GET", r"/clf/CURRENT(\?|$)") == 1
+
+
+def test_agent_without_aiohttp_is_one_error_and_once_needs_none(tmp_path: Path) -> None:
+    """The HTTP server is imported late (so --once does without it); a running agent without
+    it still says what to install instead of dying with a traceback."""
+    reg = str(tmp_path / "reg")
+    (tmp_path / "m.bin").write_bytes(b"weights")
+    assert run_cli("publish", "clf", str(tmp_path / "m.bin"), registry=reg).returncode == 0
+    assert run_cli("promote", "clf", "v1", registry=reg).returncode == 0
+
+    def agent(*flags: str) -> subprocess.CompletedProcess[str]:
+        code = (
+            "import sys\nsys.modules['aiohttp'] = None  # not installed\n"
+            "from modelswap.cli import main\n"
+            f"sys.exit(main(['agent', 'clf', '--dest', {str(tmp_path / 'd')!r}, '--registry', "
+            f"{reg!r}, '--port', '0', *{list(flags)!r}]))\n"
+        )
+        return subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, check=False
+        )
+
+    r = agent()
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.splitlines() == [
+        "error: the agent needs packages that are not installed (aiohttp)",
+        "hint: pip install 'modelswap[agent]'",
+    ]
+    assert agent("--once").returncode == 0
+
+
+def test_promote_checks_its_gate_options_before_the_store(tmp_path: Path) -> None:
+    """A bad --metric is a usage error even when the store cannot be reached (it was read
+    only after the pointer, so the user saw "cannot reach" instead)."""
+    r = run_cli(
+        "promote", "clf", "v2", "--eval-set", "e.npz", "--metric", "accuracy:sideways",
+        registry="s3://modelswap-tests/x", env={"AWS_ENDPOINT_URL": "http://127.0.0.1:9"},
+    )  # fmt: skip
+    assert r.returncode == 2, r.stderr
+    assert "accuracy:sideways" in r.stderr.splitlines()[0]
+
+
+def test_gate_records_keep_what_they_do_not_type() -> None:
+    """A hand-edited gate record survives a read and re-write: fields without a metric are
+    kept, and a known field of another type stays as it was, in extra."""
+    raw = {"candidate": "v2", "new": 0.5, "passed": True, "forced_by": 5}
+    record = GateRecord.from_json(raw)
+    assert record.to_json() == {**raw, "forced": False}
+    assert record.extra == {"forced_by": 5}
+    assert record.forced_by is None

@@ -325,9 +325,10 @@ class Registry:
         gate_record: GateRecord | None = None
         result: GateResult | None = None
         if eval_set is not None:
+            # The gate's options are checked before the store is touched.
+            spec = GateSpec(Path(eval_set), *parse_metric(metric), tolerance, evaluator, minimum)
             state = read_pointer(self._versions, model, pointer)
             against = state.version if state else None
-            spec = GateSpec(Path(eval_set), *parse_metric(metric), tolerance, evaluator, minimum)
             try:
                 result = self._gate(
                     model, version, spec, against=against, pointer=pointer, for_promote=True

@@ -111,7 +111,7 @@ def retired_variables(command: str) -> tuple[list[UsageError], list[UsageError]]
     warnings: list[UsageError] = []
     for name, (fatal, readers) in RETIRED.items():
         now = readers.get(command)
-        if now is None or os.environ.get(name) is None:
+        if now is None or not os.environ.get(name):
             continue
         problem = UsageError(
             f"{command} does not read {name}; it reads {now.split()[0]}",

@@ -144,6 +144,8 @@ def move_pointer(registry: Registry, move: Move) -> Event | None:
         reason=move.reason,
         gate=move.gate,
     ).to_json()
+    for unset in ("seq", "time", "actor"):  # the lease body says who and when
+        intent.pop(unset)
     lease = acquire_moves(registry, move.model, actor=move.actor, intent=intent)
     with lease:
         now = read_pointer(registry, move.model, move.pointer)
@@ -243,6 +245,8 @@ def _settle_dead_move(registry: Registry, log: EventLog, model: str, held: dict[
     raw = held.get("intent")
     if not isinstance(raw, dict) or not isinstance(raw.get("pointer"), str):
         return
+    if not isinstance(raw.get("to"), str) or not isinstance(raw.get("from"), str | None):
+        return  # not an intent a mover wrote: nothing to settle from it
     intent = Event.from_json(raw)
     state = read_pointer(registry, model, intent.pointer)
     current = state.version if state else None
@@ -259,6 +263,7 @@ def _settle_dead_move(registry: Registry, log: EventLog, model: str, held: dict[
         log.append(  # the pointer moved and the process died before logging it
             dataclasses.replace(
                 intent,
+                extra={},  # only the move's own fields, never whatever else the lease held
                 actor=actor if isinstance(actor, str) else None,
                 time=state.modified if state else utc_now(),
                 reason=intent.reason or "recorded after the moving command died",

@@ -30,6 +30,24 @@ _RESULT_FIELDS = (
     "verdict",
     "metrics",
 )
+_GATE_TYPES: dict[str, type | tuple[type, ...]] = {
+    "passed": bool,
+    "forced": bool,
+    "forced_by": str,
+    "error": str,
+    "candidate": str,
+    "against": str,
+    "metric": str,
+    "direction": str,
+    "new": (int, float),
+    "current": (int, float),
+    "tolerance": (int, float),
+    "floor": (int, float),
+    "eval_set": str,
+    "eval_set_sha256": str,
+    "verdict": str,
+    "metrics": dict,
+}
 REPORT_FIELDS = (
     "instance",
     "pointer",
@@ -78,23 +96,34 @@ class GateRecord:
         return "pass" if self.passed else "refused"
 
     def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = dict(self.extra)
+        out: dict[str, Any] = {}
         if self.error is not None:
             out["error"] = self.error
-        if self.metric is not None:
+        if self.metric is not None:  # a measured verdict: every field, as GateResult has them
             out.update({k: getattr(self, k) for k in _RESULT_FIELDS})
+        else:  # the fields a record without a metric does carry
+            out.update({k: getattr(self, k) for k in _RESULT_FIELDS if getattr(self, k)})
         out.update({"passed": self.passed, "forced": self.forced, "forced_by": self.forced_by})
+        # What was stored as another type (a hand edit) goes back as it was.
+        out.update({k: v for k, v in self.extra.items() if out.get(k) is None})
         return out
 
     @classmethod
     def from_json(cls, raw: dict[str, Any]) -> GateRecord:
-        known = {f.name for f in dataclasses.fields(cls)} - {"extra"}
-        values = {k: raw[k] for k in known if k in raw}
-        values["passed"] = raw.get("passed") is True
-        values["forced"] = raw.get("forced") is True
-        if not isinstance(values.get("metrics", {}), dict):
-            values["metrics"] = {}
-        return cls(**values, extra={k: v for k, v in raw.items() if k not in known})
+        """Known fields of the expected type become attributes; anything else (unknown keys,
+        and known ones of another type, as a hand edit may leave) is kept in `extra`."""
+        values: dict[str, Any] = {}
+        extra: dict[str, Any] = {}
+        for k, v in raw.items():
+            want = _GATE_TYPES.get(k)
+            if want is not None and (v is None or isinstance(v, want)):
+                values[k] = v
+            else:
+                extra[k] = v
+        values["passed"] = values.get("passed") is True
+        values["forced"] = values.get("forced") is True
+        values["metrics"] = values.get("metrics") or {}
+        return cls(**values, extra=extra)
 
 
 @dataclass(frozen=True)
@@ -155,7 +184,13 @@ class Event:
             seq=seq if isinstance(seq, int) and not isinstance(seq, bool) else None,
             move_id=_str_or_none(raw.get("move_id")),
             recovered=raw.get("recovered") if isinstance(raw.get("recovered"), bool) else None,
-            extra={k: v for k, v in raw.items() if k not in known},
+            extra={
+                k: v
+                for k, v in raw.items()
+                if k not in known
+                or (k == "move_id" and not isinstance(v, str))
+                or (k == "recovered" and not isinstance(v, bool))
+            },
         )
 
 
@@ -188,6 +223,9 @@ class FleetReport:
             return f"ready is {raw.get('ready')!r}, not true or false"
         if not isinstance(raw.get("heartbeat"), str):
             return f"heartbeat {raw.get('heartbeat')!r} is not an RFC 3339 time with a zone"
+        for name in ("desired_version", "active_version", "last_change", "last_error"):
+            if not isinstance(raw.get(name), str | None):
+                return f"{name} is {raw.get(name)!r}, not text"
         return cls(
             instance=stored_as,
             pointer=raw["pointer"],

@@ -77,6 +77,9 @@ def cmd_agent(args: argparse.Namespace) -> int:
     try:
         from modelswap.agent.config import AgentConfig  # noqa: PLC0415 - needs modelswap[agent]
         from modelswap.agent.run import main as agent_main  # noqa: PLC0415
+
+        if not args.once:  # the HTTP server, imported late by the agent itself
+            import modelswap.agent.server  # noqa: F401, PLC0415
     except ImportError as e:
         raise UsageError(
             f"the agent needs packages that are not installed ({e.name})",
