@@ -140,13 +140,9 @@ class Registry:
         """Every version folder, complete or not, with the pointers naming it. Malformed
         pointers are left out of the rows and appended to `warnings` when given."""
         metas = self._versions.all_metadata(check_model(model))
-        named: dict[str, list[str]] = {}
-        for name, found in list_pointers(self._versions, model).items():
-            if isinstance(found, ModelswapError):
-                if warnings is not None:
-                    warnings.append(found)
-            else:
-                named.setdefault(found.version, []).append(name)
+        named, problems = self._pointers(model)
+        if warnings is not None:
+            warnings.extend(problems)
         rows = []
         for v, m in metas.items():
             ok = isinstance(m, Metadata)
@@ -165,16 +161,22 @@ class Registry:
 
     def pointer_problems(self, model: str) -> list[ModelswapError]:
         """Malformed pointers of the model (each an InvalidPointer naming the object)."""
-        found = list_pointers(self._versions, check_model(model)).values()
-        return [s for s in found if isinstance(s, ModelswapError)]
+        return self._pointers(check_model(model))[1]
 
     def pointer_names(self, model: str) -> dict[str, list[str]]:
         """Which pointers name each version (malformed pointers are left out)."""
+        return self._pointers(check_model(model))[0]
+
+    def _pointers(self, model: str) -> tuple[dict[str, list[str]], list[ModelswapError]]:
+        """One listing of the pointers: the names per version, and the malformed ones."""
         named: dict[str, list[str]] = {}
-        for name, state in list_pointers(self._versions, check_model(model)).items():
-            if not isinstance(state, ModelswapError):
+        problems: list[ModelswapError] = []
+        for name, state in list_pointers(self._versions, model).items():
+            if isinstance(state, ModelswapError):
+                problems.append(state)
+            else:
                 named.setdefault(state.version, []).append(name)
-        return named
+        return named, problems
 
     def pointer_version(self, model: str, pointer: str = DEFAULT_POINTER) -> str:
         """The version a pointer names now (PointerNotFound when it has none)."""

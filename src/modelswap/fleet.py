@@ -11,7 +11,7 @@ from modelswap import keys
 from modelswap.errors import InvalidName, ModelswapError
 from modelswap.metadata import parse_time, utc_now
 from modelswap.pointers import read_pointer
-from modelswap.records import FleetReport, FleetStatus, InstanceStatus
+from modelswap.records import FleetReport, FleetStatus, InstanceStatus, text_or_none
 from modelswap.redact import redact_value
 from modelswap.registry import Registry
 
@@ -90,12 +90,12 @@ def fleet_status(registry: Registry, model: str, pointer: str, stale_after_s: fl
             instances.append(
                 InstanceStatus(
                     instance=name,
-                    active_version=_str_or_none(body.get("active_version")),
-                    desired_version=_str_or_none(body.get("desired_version")),
+                    active_version=text_or_none(body.get("active_version")),
+                    desired_version=text_or_none(body.get("desired_version")),
                     ready=False,
-                    last_change=_str_or_none(body.get("last_change")),
+                    last_change=text_or_none(body.get("last_change")),
                     last_error=report,
-                    heartbeat=_str_or_none(body.get("heartbeat")),
+                    heartbeat=text_or_none(body.get("heartbeat")),
                     stale=stale,
                     malformed=report,
                 )
@@ -130,7 +130,3 @@ def _aware_time(value: Any) -> datetime | None:
     except ValueError:
         return None
     return t if t.tzinfo is not None else None
-
-
-def _str_or_none(value: Any) -> str | None:
-    return value if isinstance(value, str) else None

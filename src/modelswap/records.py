@@ -174,15 +174,15 @@ class Event:
         known = {*EVENT_FIELDS, *_EVENT_OPTIONAL}
         return cls(
             pointer=str(raw.get("pointer")),
-            from_version=_str_or_none(raw.get("from")),
-            to=_str_or_none(raw.get("to")),
+            from_version=text_or_none(raw.get("from")),
+            to=text_or_none(raw.get("to")),
             type=str(raw.get("type") or "promote"),
-            actor=_str_or_none(raw.get("actor")),
-            time=_str_or_none(raw.get("time")),
-            reason=_str_or_none(raw.get("reason")),
+            actor=text_or_none(raw.get("actor")),
+            time=text_or_none(raw.get("time")),
+            reason=text_or_none(raw.get("reason")),
             gate=GateRecord.from_json(gate) if isinstance(gate, dict) else None,
             seq=seq if isinstance(seq, int) and not isinstance(seq, bool) else None,
-            move_id=_str_or_none(raw.get("move_id")),
+            move_id=text_or_none(raw.get("move_id")),
             recovered=raw.get("recovered") if isinstance(raw.get("recovered"), bool) else None,
             extra={
                 k: v
@@ -229,11 +229,11 @@ class FleetReport:
         return cls(
             instance=stored_as,
             pointer=raw["pointer"],
-            desired_version=_str_or_none(raw.get("desired_version")),
-            active_version=_str_or_none(raw.get("active_version")),
+            desired_version=text_or_none(raw.get("desired_version")),
+            active_version=text_or_none(raw.get("active_version")),
             ready=raw["ready"],
-            last_change=_str_or_none(raw.get("last_change")),
-            last_error=_str_or_none(raw.get("last_error")),
+            last_change=text_or_none(raw.get("last_change")),
+            last_error=text_or_none(raw.get("last_error")),
             heartbeat=raw["heartbeat"],
             extra={k: v for k, v in raw.items() if k not in REPORT_FIELDS},
         )
@@ -276,5 +276,6 @@ class FleetStatus:
         }
 
 
-def _str_or_none(value: Any) -> str | None:
+def text_or_none(value: Any) -> str | None:
+    """value if it is a string, else None (a field a reader can show as text)."""
     return value if isinstance(value, str) else None
