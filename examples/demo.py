@@ -271,7 +271,7 @@ class Demo:
         verdict = (
             f"{GREEN}no request failed during any swap{RESET}"
             if traffic.failed == 0
-            else f"{RED}{traffic.failed} requests failed{RESET}"
+            else f"{RED}{traffic.failed} requests failed{RESET} (first: {traffic.errors[0]})"
         )
         print(f"    {verdict}")
         return 0 if traffic.failed == 0 else 1
@@ -287,6 +287,7 @@ class Traffic(threading.Thread):
         self.port, self.period = port, 1 / (40 if fast else 60)
         self.records: list[tuple[float, str, int, int]] = []  # (time, version, correct, n)
         self.sent = self.failed = 0
+        self.errors: list[str] = []
         self.last_version = ""
         self._stop_event = threading.Event()
 
@@ -308,8 +309,9 @@ class Traffic(threading.Thread):
                 correct = int(np.sum(np.asarray(payload["predictions"]) == self.y[idx]))
                 self.records.append((time.monotonic(), payload["version"], correct, len(idx)))
                 self.last_version = payload["version"]
-            except (OSError, ValueError, http.client.HTTPException):
+            except (OSError, ValueError, http.client.HTTPException) as e:
                 self.failed += 1
+                self.errors.append(f"{type(e).__name__}: {e}")  # said in the summary
                 conn.close()
                 conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
             time.sleep(max(0.0, next_at - time.monotonic()))
