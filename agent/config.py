@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from modelswap import signing
 from modelswap.errors import UsageError
 from modelswap.fleet import check_instance
 from modelswap.names import check_model, check_pointer_name
@@ -34,6 +35,7 @@ class AgentConfig:
     min_rate_bps: int = StoreOptions.min_rate_bps
     refresh_min_interval_s: float = 1.0
     scrub_interval_s: float = 3600.0
+    trust_keys: tuple[str, ...] = ()  # public keys (or folders of them); any one suffices
     refresh_token: str | None = field(default=None, repr=False)  # never printed
 
     def checked(self) -> AgentConfig:
@@ -46,7 +48,11 @@ class AgentConfig:
         if problems:
             raise UsageError(problems[0], hint="see `modelswap agent --help`")
         open_store(self.registry)
+        self.trusted()  # an unreadable or wrong key fails here, before any start-up work
         return self
+
+    def trusted(self) -> list[signing.TrustedKey]:
+        return signing.load_trusted_keys(self.trust_keys) if self.trust_keys else []
 
     def validate(self) -> list[str]:
         """Messages naming the flag for every value that cannot work."""

@@ -108,6 +108,8 @@ class Agent:
         self.cfg = cfg
         self.registry = Registry(store)
         self.state = AgentState(model=cfg.model, pointer=cfg.pointer, instance=cfg.instance_id)
+        trusted = cfg.trusted()
+        self.state.trust_keys = [k.fingerprint for k in trusted]
         self.cancel = threading.Event()
         self.syncer = Syncer(
             store,
@@ -116,6 +118,7 @@ class Agent:
             cfg.keep,
             self.cancel,
             scrub_interval_s=cfg.scrub_interval_s,
+            trust=trusted,
         )
         self.last_failure: ModelswapError | None = None
         self.stop = asyncio.Event()

@@ -20,6 +20,7 @@ class Counters:
     downloads: int = 0
     download_bytes: int = 0
     verify_failures: int = 0
+    signature_refusals: int = 0
     swaps: int = 0
     hook_failures: int = 0
     refresh_scheduled: int = 0
@@ -38,6 +39,8 @@ class AgentState:
     last_poll: str | None = None
     last_success: float | None = None
     last_change: str | None = None
+    signed_by: str | None = None  # the trusted key that signed the active version
+    trust_keys: list[str] = field(default_factory=list)  # fingerprints of --trust-key
     last_error: str | None = "no poll yet"
     last_hint: str | None = None
     consecutive_failures: int = 0
@@ -60,6 +63,8 @@ class AgentState:
                 "ready": self.ready,
                 "last_poll": self.last_poll,
                 "last_change": self.last_change,
+                "signed_by": self.signed_by,
+                "trust_keys": list(self.trust_keys),
                 "last_error": self.last_error,
                 "hint": self.last_hint,
                 "consecutive_failures": self.consecutive_failures,
@@ -106,6 +111,12 @@ class AgentState:
                     "verify_failures_total",
                     "checksum or size mismatches",
                     c.verify_failures,
+                ),
+                (
+                    "counter",
+                    "signature_refusals_total",
+                    "versions refused: not signed by a --trust-key under their name",
+                    c.signature_refusals,
                 ),
                 ("counter", "swaps_total", "link swaps", c.swaps),
                 ("counter", "hook_failures_total", "failed on-swap hooks", c.hook_failures),

@@ -10,8 +10,9 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from modelswap import signing
 from modelswap.download import FetchStats, fetch_version, verify_local
-from modelswap.errors import IntegrityError, ModelswapError
+from modelswap.errors import IntegrityError, ModelswapError, SignatureError
 from modelswap.metadata import Metadata, rfc3339, utc_now
 from modelswap.names import POINTER_MAX_BYTES, parse_pointer
 from modelswap.pointers import pointer_key
@@ -43,8 +44,11 @@ class Syncer:
         cancel: threading.Event,
         *,
         scrub_interval_s: float = 3600.0,
+        trust: list[signing.TrustedKey] | None = None,
     ) -> None:
         self.scrub_interval_s = scrub_interval_s
+        self.trust = list(trust or [])
+        self._signers: dict[str, signing.TrustedKey] = {}  # checked by this process
         self.store = store
         self.registry = Registry(store)
         self.layout = layout
@@ -62,6 +66,8 @@ class Syncer:
         Raises LocalIOError (one line, with a hint) when --dest cannot be used."""
         try:
             found = [f"removed leftover {x}" for x in self.layout.prepare()]
+            if not self.trust:
+                self.layout.forget_signer()  # an agent that checks no signature vouches for none
         except OSError as e:
             raise local_error(e, f"cannot use --dest {self.layout.root.parent}") from e
         for version in self.layout.local_versions():
@@ -158,9 +164,19 @@ class Syncer:
         previous = self.layout.linked_version()
         if previous is not None and desired == previous:
             self._scrub(previous)
-        if desired == previous and desired not in self._broken:
+        # With --trust-key a linked version this process has not checked yet (it was linked
+        # before a restart, or by an agent without keys) is checked like a new one.
+        checked = not self.trust or desired in self._signers
+        if desired == previous and desired not in self._broken and checked:
             return SyncResult(desired, desired, False, 0, time.monotonic() - started, previous)
         meta = self.registry.metadata(self.state.model, desired)
+        signature = self._signature(desired, meta, linked=desired == previous)
+        if desired == previous and desired not in self._broken:
+            if self._same_metadata(desired, meta):  # checked just now; nothing to fetch
+                self._vouch(desired)
+                self._publish_local()
+                return SyncResult(desired, desired, False, 0, time.monotonic() - started, previous)
+            self._broken.add(desired)  # the local copy is not the registry's: fetch that
         stats = FetchStats()
         cached = (
             self.layout.has(desired)
@@ -175,10 +191,11 @@ class Syncer:
                     store=self.store,
                     model=self.state.model,
                     meta=meta,
-                    metadata_bytes=meta.to_json(),
+                    metadata_bytes=meta.stored_bytes,
                     staging=staging,
                     cancel=self.cancel,
                     stats=stats,
+                    signature=signature,
                 )
             except IntegrityError:
                 with self.state.lock:
@@ -197,6 +214,7 @@ class Syncer:
             with self.state.lock:
                 self.state.counters.downloads += 1
         os.utime(self.layout.versions / desired)  # most recently used, for pruning
+        self._vouch(desired)  # before the link moves, so a loader sees the record with it
         self.layout.swap(desired)
         with self.state.lock:
             self.state.counters.swaps += 1
@@ -204,6 +222,30 @@ class Syncer:
         self._publish_local()
         self._prune(desired)
         return SyncResult(desired, desired, True, stats.bytes, time.monotonic() - started, previous)
+
+    def _signature(self, version: str, meta: Metadata, *, linked: bool) -> bytes | None:
+        """The version's model.sig; with --trust-key, checked first: a refusal raises before
+        anything is downloaded, and never touches the link (if this version is the linked
+        one, it stays linked, and is no longer shown as signed)."""
+        sig = self.registry.signature(self.state.model, version)
+        if not self.trust:
+            return sig
+        try:
+            self._signers[version] = signing.check(self.trust, self.state.model, version, meta, sig)
+        except SignatureError:
+            self._signers.pop(version, None)
+            with self.state.lock:
+                self.state.counters.signature_refusals += 1
+            if linked:
+                self.layout.forget_signer(version)
+                self._publish_local()
+            raise
+        return sig
+
+    def _vouch(self, version: str) -> None:
+        key = self._signers.get(version)
+        if key is not None:
+            self.layout.record_signer(version, key.fingerprint, str(key.path))
 
     def _same_metadata(self, version: str, meta: Metadata) -> bool:
         """Whether the cached copy is of the registry's version of that name now: a name can
@@ -226,8 +268,10 @@ class Syncer:
 
     def _publish_local(self) -> None:
         linked = self.layout.linked_version()
+        signer = self._signers.get(linked) if linked else None
         with self.state.lock:
             self.state.active_version = linked
+            self.state.signed_by = signer.fingerprint if signer else None
             self.state.local_versions = self.layout.local_versions()
             if linked is not None and self.state.last_change is None:
                 since = os.lstat(self.layout.link).st_mtime  # linked before this process started

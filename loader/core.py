@@ -311,6 +311,8 @@ class ModelLoader:
             "model_loaded": live is not None,
             "loaded_at": live.loaded_at if live else None,
             "metadata": live.metadata if live else None,
+            # read per request (a small file): an agent that stops vouching shows at once
+            "signed_by": volume.signer_of(live.path) if live else None,
             "last_error": self.last_error,
             "failed_attempts": self._retry.failures,
             "retry_in_s": self._retry.retry_in_s(),

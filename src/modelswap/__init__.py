@@ -24,6 +24,8 @@ __all__ = [
     "ProgressSink",
     "PromoteResult",
     "Registry",
+    "SignatureError",
+    "SignatureInfo",
     "VersionInfo",
     "__version__",
 ]
@@ -31,11 +33,17 @@ __all__ = [
 if TYPE_CHECKING:
     from modelswap.api import Registry
     from modelswap.cleanup import GcReport
-    from modelswap.errors import GateRefused, ModelswapError
+    from modelswap.errors import GateRefused, ModelswapError, SignatureError
     from modelswap.gate import GateResult
     from modelswap.metadata import Metadata
     from modelswap.records import Event, FleetStatus, GateRecord, InstanceStatus
-    from modelswap.results import History, ProgressSink, PromoteResult, VersionInfo
+    from modelswap.results import (
+        History,
+        ProgressSink,
+        PromoteResult,
+        SignatureInfo,
+        VersionInfo,
+    )
 
 _HOMES = {
     "Registry": "modelswap.api",
@@ -46,6 +54,8 @@ _HOMES = {
     "History": "modelswap.results",
     "PromoteResult": "modelswap.results",
     "VersionInfo": "modelswap.results",
+    "SignatureInfo": "modelswap.results",
+    "SignatureError": "modelswap.errors",
     "ProgressSink": "modelswap.results",
     "GcReport": "modelswap.cleanup",
     "GateRefused": "modelswap.errors",

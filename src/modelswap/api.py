@@ -16,11 +16,17 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from modelswap import render
+from modelswap import render, signing
 from modelswap.cleanup import GcReport, collect_garbage
 from modelswap.config import DEFAULT_REGISTRY, default_actor
 from modelswap.download import download_into
-from modelswap.errors import GateRefused, InvalidMetadata, ModelswapError, UsageError
+from modelswap.errors import (
+    GateRefused,
+    InvalidMetadata,
+    ModelswapError,
+    SignatureError,
+    UsageError,
+)
 from modelswap.evaluate import EvaluationError
 from modelswap.fleet import fleet_status
 from modelswap.gate import (
@@ -47,11 +53,12 @@ from modelswap.pointers import (
 from modelswap.publish import METADATA_KEYS, PublishRequest, collect_files, publish
 from modelswap.records import Event, FleetStatus, GateRecord
 from modelswap.registry import Registry as _Versions
-from modelswap.results import History, ProgressSink, PromoteResult, VersionInfo
+from modelswap.results import History, ProgressSink, PromoteResult, SignatureInfo, VersionInfo
 from modelswap.store import StoreOptions, open_store
 from modelswap.store.local import LocalStore
 
 Evaluator = Callable[[Path, Path], dict[str, float]]
+KeyPaths = Sequence[str | os.PathLike[str]]
 GC_KEEP = 5  # gc keeps this many newest versions (and those of the last GC_KEEP events)
 STALE_AFTER_S = 90.0  # an instance silent this long is stale in `status`
 STORE_TIMEOUT_S = StoreOptions.read_timeout_s
@@ -99,9 +106,13 @@ class Registry:
         meta: dict[str, Any] | None = None,
         git_sha: str | None = None,
         progress: ProgressSink | None = None,
+        sign_key: str | os.PathLike[str] | None = None,
     ) -> Metadata:
         """Upload a new immutable version (the next vN without `version`); git_sha defaults
-        to HEAD of the working folder's git tree, with `git_dirty` if it had changes."""
+        to HEAD of the working folder's git tree, with `git_dirty` if it had changes. With
+        `sign_key` (an elliptic-curve PEM private key) the version is signed: model.sig in
+        the OpenSSF model signing format, written before metadata.json."""
+        key = signing.load_signing_key(sign_key) if sign_key is not None else None
         extra = dict(meta or {})
         clashes = sorted(set(extra) & METADATA_KEYS)
         if clashes:
@@ -124,6 +135,7 @@ class Registry:
             git_sha=sha,
             actor=self.actor,
             progress=progress.add if progress is not None else None,
+            sign_key=key,
         )
         return publish(self._versions, req)
 
@@ -199,9 +211,13 @@ class Registry:
         model: str,
         version: str | None = None,
         progress: ProgressSink | None = None,
+        trust_keys: KeyPaths | None = None,
     ) -> dict[str, list[str]]:
-        """Problems per version after re-reading every stored byte (an empty list: intact)."""
+        """Problems per version after re-reading every stored byte (an empty list: intact).
+        With `trust_keys` (public keys, or folders of them) a version that none of them
+        signed under its own name is a problem too."""
         check_model(model)
+        trusted = signing.load_trusted_keys(trust_keys) if trust_keys else []
         names = [check_version(version)] if version else None
         metas: dict[str, Metadata | InvalidMetadata | None] = (
             {v: self._versions.metadata(model, v) for v in names}
@@ -214,9 +230,33 @@ class Registry:
         for v, meta in metas.items():
             if isinstance(meta, Metadata):
                 out[v] = self._versions.verify(model, v, progress.add if progress else None)
+                if trusted:
+                    try:
+                        self._versions.check_signature(model, v, trusted, meta)
+                    except SignatureError as e:
+                        out[v].append(f"signature: {e}")
             else:
                 out[v] = [f"INVALID: {meta}" if meta else "INCOMPLETE (no metadata.json)"]
         return out
+
+    def signature(
+        self, model: str, version: str, trust_keys: KeyPaths | None = None
+    ) -> SignatureInfo:
+        """Who signed a version: checked when `trust_keys` are given (a refusal is in
+        `problem`), else only the key the signature names."""
+        check_model(model)
+        meta = self._versions.metadata(model, check_version(version))
+        sig = self._versions.signature(model, version)
+        claimed = signing.claimed_signer(sig)
+        if not trust_keys:
+            return SignatureInfo(version, sig is not None, claimed, False, None, None)
+        try:
+            key = self._versions.check_signature(
+                model, version, signing.load_trusted_keys(trust_keys), meta
+            )
+        except SignatureError as e:
+            return SignatureInfo(version, sig is not None, claimed, False, None, str(e))
+        return SignatureInfo(version, True, key.fingerprint, True, str(key.path), None)
 
     def gc(self, model: str, *, keep: int = GC_KEEP, dry_run: bool = False) -> GcReport:
         """Delete versions no pointer, recent event or the `keep` newest need (and leftovers
@@ -231,18 +271,29 @@ class Registry:
         version_or_pointer: str,
         dest: str | os.PathLike[str],
         progress: ProgressSink | None = None,
+        trust_keys: KeyPaths | None = None,
     ) -> Path:
         """A verified copy of a version (or of the one a pointer names) in folder `dest`,
-        which must not exist yet: it appears by rename once every file matched its sha256."""
+        which must not exist yet: it appears by rename once every file matched its sha256.
+        Its model.sig comes along; with `trust_keys` an unsigned or untrusted version is
+        refused before any file is fetched."""
         check_model(model)
         version = version_or_pointer
         if is_pointer_name(version_or_pointer):
             version = require_pointer(self._versions, model, version_or_pointer).version
         meta = self._versions.metadata(model, check_version(version))
+        sig = self._versions.signature(model, version)
+        if trust_keys:
+            signing.check(signing.load_trusted_keys(trust_keys), model, version, meta, sig)
         if progress is not None:
             progress.start(meta.size)
         return download_into(
-            self._versions.store, model, meta, Path(dest), progress.add if progress else None
+            self._versions.store,
+            model,
+            meta,
+            Path(dest),
+            on_bytes=progress.add if progress else None,
+            signature=sig,
         )
 
     # -- pointers --------------------------------------------------------------------------
@@ -404,6 +455,7 @@ __all__ = [
     "ProgressSink",
     "PromoteResult",
     "Registry",
+    "SignatureInfo",
     "VersionInfo",
     "is_pointer_name",
 ]

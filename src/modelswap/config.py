@@ -123,7 +123,8 @@ def retired_variables(command: str) -> tuple[list[UsageError], list[UsageError]]
 
 # Environment variables whose values are secrets: masked wherever they would be shown.
 _SECRET_NAME = re.compile(
-    r"SECRET|TOKEN|PASSWORD|PASSWD|CREDENTIAL|SESSION|CONNECTION_STRING|(?<!_ID)_KEY$"
+    r"SECRET|TOKEN|PASSWORD|PASSWD|CREDENTIAL|SESSION|CONNECTION_STRING"
+    r"|(?<!_ID)(?<!_SIGN)(?<!_TRUST)_KEY$"  # --sign-key and --trust-key take paths, not keys
 )
 # The secret parts of an Azure connection string, masked on their own too.
 _SECRET_PARTS = re.compile(r"(?:AccountKey|SharedAccessSignature)=([^;]+)", re.IGNORECASE)

@@ -31,6 +31,7 @@ from modelswap.errors import (
     VersionNotFound,
 )
 from modelswap.metadata import METADATA_FILE, Metadata
+from modelswap.signing import SIGNATURE_FILE
 from modelswap.store import Store
 
 CHUNK = 1 << 20
@@ -67,8 +68,10 @@ def fetch_version(
     staging: Path,
     cancel: threading.Event,
     stats: FetchStats,
+    signature: bytes | None = None,
 ) -> None:
-    """Fill `staging` with the verified files of meta.version and its metadata.json.
+    """Fill `staging` with the verified files of meta.version, its metadata.json and its
+    model.sig if it has one (so `model_signing verify` works on the copy).
     On any failure the staging folder is removed and the error raised."""
 
     def one(name: str) -> None:
@@ -96,6 +99,8 @@ def fetch_version(
         for fut in _bounded([functools.partial(one, n) for n in small], THREADS):
             fut.result()
         _write_named(staging / METADATA_FILE, metadata_bytes)
+        if signature is not None:
+            _write_named(staging / SIGNATURE_FILE, signature)
         for path in staging.rglob("*"):
             path.chmod(
                 0o755 if path.is_dir() else 0o444
@@ -110,7 +115,9 @@ def download_into(
     model: str,
     meta: Metadata,
     target: Path,
+    *,
     on_bytes: Callable[[int], None] | None = None,
+    signature: bytes | None = None,
 ) -> Path:
     """A verified copy of a version in folder `target`, which must not exist yet: it appears
     by rename once every file matched its sha256 (`modelswap download`)."""
@@ -124,10 +131,11 @@ def download_into(
             store=store,
             model=model,
             meta=meta,
-            metadata_bytes=meta.to_json(),
+            metadata_bytes=meta.stored_bytes,
             staging=staging,
             cancel=threading.Event(),
             stats=FetchStats(on_bytes=on_bytes),
+            signature=signature,
         )
         os.rename(staging, target)
     finally:

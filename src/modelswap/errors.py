@@ -129,6 +129,14 @@ class IntegrityError(RegistryError):
     default_hint = "the stored bytes changed after publish; re-publish under a new version"
 
 
+class SignatureError(RegistryError):
+    """A version that trusted keys did not sign (or signed under another name): never linked.
+    Not transient: someone must publish a signed version or fix the trust keys; the agent
+    looks again at its normal interval (two small reads, nothing downloaded)."""
+
+    default_hint = "publish the version with --sign-key, or check the --trust-key files"
+
+
 class Busy(RegistryError):
     transient = True
 

@@ -43,6 +43,7 @@ def write_report(registry: Registry, model: str, status: dict[str, Any]) -> None
         last_change=status["last_change"],
         last_error=status["last_error"],
         heartbeat=utc_now(),
+        signed_by=status.get("signed_by"),
     )
     body = redact_value(report.to_json())
     registry.store.put(report_key(model, report.instance), json.dumps(body).encode())
@@ -84,6 +85,7 @@ def fleet_status(registry: Registry, model: str, pointer: str, stale_after_s: fl
                     last_error=report.last_error,
                     heartbeat=report.heartbeat,
                     stale=stale,
+                    signed_by=report.signed_by,
                 )
             )
         else:

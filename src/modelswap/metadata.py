@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -39,6 +39,18 @@ class FileEntry:
 @dataclass(frozen=True)
 class Metadata:
     raw: dict[str, Any]
+    # The bytes it was parsed from: a signature covers those, not a re-serialization.
+    data: bytes | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def stored_bytes(self) -> bytes:
+        return self.data if self.data is not None else self.to_json()
+
+    @property
+    def model(self) -> str | None:
+        """The model it names (versions published before signing existed name none)."""
+        value = self.raw.get("model")
+        return value if isinstance(value, str) else None
 
     @property
     def version(self) -> str:
@@ -77,7 +89,7 @@ class Metadata:
         problem = _problem(raw, expect_version)
         if problem:
             raise InvalidMetadata(f"{where}: {problem}")
-        return cls(raw)
+        return cls(raw, data)
 
 
 def _problem(raw: dict[str, Any], expect_version: str | None) -> str | None:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from modelswap import keys, locks
+from modelswap import keys, locks, signing
 from modelswap.errors import (
     Busy,
     InvalidName,
@@ -38,7 +38,16 @@ from modelswap.names import (
 )
 from modelswap.registry import Registry
 
-METADATA_KEYS = {"version", "created", "git_sha", "training_data", "metrics", "notes", "files"}
+METADATA_KEYS = {
+    "model",
+    "version",
+    "created",
+    "git_sha",
+    "training_data",
+    "metrics",
+    "notes",
+    "files",
+}
 
 
 def check_new_version(version: str) -> str:
@@ -63,6 +72,7 @@ class PublishRequest:
     git_sha: str | None = None
     actor: str = "unknown"
     progress: Callable[[int], None] | None = None  # told the size of every chunk uploaded
+    sign_key: signing.SigningKey | None = None  # writes model.sig before metadata.json
 
 
 def collect_files(paths: list[Path]) -> dict[str, Path]:
@@ -88,6 +98,12 @@ def collect_files(paths: list[Path]) -> dict[str, Path]:
                 raise UsageError(
                     f"{f}: {METADATA_FILE} is written by modelswap itself",
                     hint="rename the file, or pass its values with --meta K=V",
+                )
+            if name == signing.SIGNATURE_FILE:
+                raise UsageError(
+                    f"{f}: {signing.SIGNATURE_FILE} is the version's signature, written by "
+                    "modelswap itself",
+                    hint="rename the file; sign with --sign-key",
                 )
             if name in out:
                 raise UsageError(f"two files would both be stored as {name!r}: {out[name]} and {f}")
@@ -148,6 +164,7 @@ def _publish_as(registry: Registry, req: PublishRequest, version: str) -> Metada
             registry.store.delete(leftover.key)
         written: dict[str, str] = {}  # key -> the ETag our upload got
         meta: Metadata | None = None
+        sent = False  # metadata.json's write was started: from then on it may land
         try:
             files = {}
             for name, path in req.files.items():
@@ -156,11 +173,17 @@ def _publish_as(registry: Registry, req: PublishRequest, version: str) -> Metada
                     registry, prefix + name, path, req.progress
                 )
             meta = _metadata(req, version, files)
+            if req.sign_key is not None:  # the signature covers metadata.json, so it is first
+                sig = signing.sign(req.sign_key, req.model, version, meta)
+                lease.check()
+                sig_key = prefix + signing.SIGNATURE_FILE
+                written[sig_key] = registry.store.put_new(sig_key, sig)
             lease.confirm()  # a lease that lapsed while uploading stops us here
+            sent = True
             registry.store.put_new(key, meta.to_json())
         except OutcomeUnknown:
-            if meta is None:
-                _undo_publish(registry, key, meta, written)
+            if not sent:
+                _undo_publish(registry, key, None, written)
             # else: metadata.json may still land; its files must then be there. A re-run
             # (or gc) clears them if it did not.
             raise
@@ -219,6 +242,7 @@ def _metadata(req: PublishRequest, version: str, files: dict[str, Any]) -> Metad
     raw: dict[str, Any] = dict(req.extra)
     raw.update(
         {
+            "model": req.model,  # a signature over metadata.json binds the name too
             "version": version,
             "created": utc_now(),
             "git_sha": req.git_sha,

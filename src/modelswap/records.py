@@ -57,6 +57,7 @@ REPORT_FIELDS = (
     "last_change",
     "last_error",
     "heartbeat",
+    "signed_by",
 )
 
 
@@ -206,6 +207,7 @@ class FleetReport:
     last_change: str | None
     last_error: str | None
     heartbeat: str
+    signed_by: str | None = None  # the trusted key that signed active_version (--trust-key)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
@@ -223,7 +225,7 @@ class FleetReport:
             return f"ready is {raw.get('ready')!r}, not true or false"
         if not isinstance(raw.get("heartbeat"), str):
             return f"heartbeat {raw.get('heartbeat')!r} is not an RFC 3339 time with a zone"
-        for name in ("desired_version", "active_version", "last_change", "last_error"):
+        for name in ("desired_version", "active_version", "last_change", "last_error", "signed_by"):
             if not isinstance(raw.get(name), str | None):
                 return f"{name} is {raw.get(name)!r}, not text"
         return cls(
@@ -235,6 +237,7 @@ class FleetReport:
             last_change=text_or_none(raw.get("last_change")),
             last_error=text_or_none(raw.get("last_error")),
             heartbeat=raw["heartbeat"],
+            signed_by=text_or_none(raw.get("signed_by")),
             extra={k: v for k, v in raw.items() if k not in REPORT_FIELDS},
         )
 
@@ -252,6 +255,7 @@ class InstanceStatus:
     heartbeat: str | None
     stale: bool
     malformed: str | None = None
+    signed_by: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

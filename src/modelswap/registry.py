@@ -13,13 +13,14 @@ import hashlib
 import json
 from collections.abc import Callable
 
-from modelswap import keys, locks
+from modelswap import keys, locks, signing
 from modelswap.errors import (
     IntegrityError,
     InvalidMetadata,
     ModelNotFound,
     ObjectExists,
     ObjectNotFound,
+    SignatureError,
     VersionNotFound,
 )
 from modelswap.metadata import METADATA_FILE, METADATA_MAX_BYTES, Metadata, utc_now
@@ -72,6 +73,31 @@ class Registry:
                 "version with smaller --meta values",
             )
         return Metadata.parse(blob.data, f"{self.store.url}/{key}", expect_version=version)
+
+    def signature(self, model: str, version: str) -> bytes | None:
+        """The version's model.sig as stored, or None when it has none (unsigned)."""
+        key = keys.version_file(model, version, signing.SIGNATURE_FILE)
+        try:
+            blob = self.store.read(key, max_bytes=signing.SIGNATURE_MAX_BYTES)
+        except ObjectNotFound:
+            return None
+        if blob.truncated:
+            raise SignatureError(
+                f"{self.store.url}/{key} is {blob.size} bytes, too large for a signature",
+                hint="model.sig is written by `modelswap publish --sign-key`; re-publish",
+            )
+        return blob.data
+
+    def check_signature(
+        self,
+        model: str,
+        version: str,
+        trusted: list[signing.TrustedKey],
+        meta: Metadata | None = None,
+    ) -> signing.TrustedKey:
+        """The trusted key that signed this version under this name (SignatureError if none)."""
+        meta = meta if meta is not None else self.metadata(model, version)
+        return signing.check(trusted, model, version, meta, self.signature(model, version))
 
     def _missing(self, model: str, version: str) -> Exception:
         if any(True for _ in self.store.objects(keys.version_prefix(model, version))):
@@ -169,7 +195,7 @@ class Registry:
                 problems.append(
                     f"{name}: sha256 {digest.hexdigest()[:12]}... != {entry.sha256[:12]}..."
                 )
-        known = {prefix + n for n in meta.files} | {prefix + METADATA_FILE}
+        known = {prefix + n for n in [*meta.files, METADATA_FILE, signing.SIGNATURE_FILE]}
         problems += [
             f"{o.key[len(prefix) :]}: stored but not listed in {METADATA_FILE}"
             for o in self.store.objects(prefix)

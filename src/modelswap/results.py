@@ -12,6 +12,29 @@ from modelswap.records import Event
 
 
 @dataclass(frozen=True)
+class SignatureInfo:
+    """Who signed a version. `key` is the fingerprint the signature names; `verified` is
+    True only when a trusted key checked it (then `trusted_key` is that key's file)."""
+
+    version: str
+    signed: bool
+    key: str | None
+    verified: bool
+    trusted_key: str | None
+    problem: str | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "version": self.version,
+            "signed": self.signed,
+            "key": self.key,
+            "verified": self.verified,
+            "trusted_key": self.trusted_key,
+            "problem": self.problem,
+        }
+
+
+@dataclass(frozen=True)
 class VersionInfo:
     """One row of `versions`: a complete version, or a folder that is not one (`problem`)."""
 

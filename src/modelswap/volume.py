@@ -6,6 +6,8 @@
     DIR/<model>/.staging/<v>-<rand>/  downloads in progress; removed at start-up
     DIR/<model>/.trash/               versions being deleted; removed at start-up
     DIR/<model>/.prepared/            the loader's shared-mode artifacts (created by the app)
+    DIR/<model>/.signers/<v>.json     which trusted key signed <v>, written by an agent that
+                                      checked it (the loader's /health shows it)
 
 A folder under versions/ only ever appears by renaming a fully verified staging folder, so
 its presence means complete. Files inside it are never rewritten: a loaded model may be
@@ -17,6 +19,7 @@ Standard library only: the loader imports it inside serving processes.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import stat
@@ -31,6 +34,7 @@ LINK_NAME = "current"
 STAGING_DIR = ".staging"
 TRASH_DIR = ".trash"
 PREPARED_DIR = ".prepared"
+SIGNERS_DIR = ".signers"
 TMP_LINK_PREFIX = ".current-tmp-"
 
 
@@ -65,6 +69,7 @@ class Layout:
         self.link = self.root / LINK_NAME
         self.staging = self.root / STAGING_DIR
         self.trash = self.root / TRASH_DIR
+        self.signers = self.root / SIGNERS_DIR
         # No .prepared here: the loader's shared mode creates its own folder, owned by the
         # app's uid and writable by nobody else (a world-writable one let any uid plant
         # weights that root's loader then served).
@@ -72,7 +77,7 @@ class Layout:
     def prepare(self) -> list[str]:
         """Create the folders and clear what a crash left behind; returns what was removed.
         Raises OSError when --dest cannot hold them (the caller says so in one line)."""
-        for d in (self.root, self.versions, self.staging, self.trash):
+        for d in (self.root, self.versions, self.staging, self.trash, self.signers):
             d.mkdir(parents=True, exist_ok=True)
             d.chmod(0o755)
         removed = []
@@ -89,7 +94,24 @@ class Layout:
             if not self.has(name):  # a link or a file: removed, never followed
                 _remove(self.versions / name)
                 removed.append(f"{VERSIONS_DIR}/{name} (not a folder)")
+        for record in self.signers.iterdir():
+            if not self.has(record.name.removesuffix(".json")):
+                _remove(record)
         return removed
+
+    def record_signer(self, version: str, fingerprint: str, key: str) -> None:
+        """Say that `version` was checked as signed by `fingerprint` (written whole, by rename,
+        before the link moves to it)."""
+        body = {"version": version, "signed_by": fingerprint, "trust_key": key}
+        tmp = self.signers / f".{version}-{uuid.uuid4().hex[:8]}"
+        tmp.write_text(json.dumps(body, sort_keys=True) + "\n")
+        os.replace(tmp, self.signers / f"{version}.json")
+
+    def forget_signer(self, version: str | None = None) -> None:
+        """Drop the record of one version (or of all): a version no longer vouched for."""
+        records = [self.signers / f"{version}.json"] if version else list(self.signers.glob("*"))
+        for record in records:
+            record.unlink(missing_ok=True)
 
     def repair_link(self) -> bool:
         """Move a `current` that is a real folder or file out of the way (into .trash), so
@@ -150,9 +172,24 @@ class Layout:
         swap_link(self.root, version)
 
     def remove_version(self, version: str) -> None:
+        self.forget_signer(version)
         dst = self.trash / f"{version}-{uuid.uuid4().hex[:8]}"
         os.rename(self.versions / version, dst)
         _remove(dst)
+
+
+def signer_of(folder: Path) -> str | None:
+    """The key fingerprint an agent recorded for the version in `folder` (versions/<v>),
+    or None when no agent checked its signature."""
+    record = folder.parent.parent / SIGNERS_DIR / f"{folder.name}.json"
+    try:
+        body = json.loads(record.read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(body, dict) or body.get("version") != folder.name:
+        return None
+    value = body.get("signed_by")
+    return value if isinstance(value, str) else None
 
 
 def _remove_all(folder: Path) -> None:
@@ -180,12 +217,14 @@ __all__ = [
     "LINK_NAME",
     "METADATA_FILE",
     "PREPARED_DIR",
+    "SIGNERS_DIR",
     "STAGING_DIR",
     "TMP_LINK_PREFIX",
     "TRASH_DIR",
     "VERSIONS_DIR",
     "Layout",
     "link_target",
+    "signer_of",
     "swap_link",
     "version_of_target",
 ]

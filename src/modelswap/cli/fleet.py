@@ -109,5 +109,6 @@ def cmd_agent(args: argparse.Namespace) -> int:
         refresh_min_interval_s=args.refresh_min_interval,
         scrub_interval_s=args.scrub_interval,
         refresh_token=refresh_token(args.refresh_token_file),
+        trust_keys=tuple(args.trust_key),
     )
     return agent_main(cfg.checked())

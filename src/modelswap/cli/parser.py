@@ -101,6 +101,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_flag(p, "--meta", action="append", default=[], help="K=V, kept in metadata.json")
     add_flag(p, "--git-sha", help="commit to record (default: HEAD of the work tree, if any)")
+    add_flag(
+        p,
+        "--sign-key",
+        help="elliptic-curve private key (PEM): sign the version (model.sig, OpenSSF model "
+        "signing); an encrypted key reads MODELSWAP_SIGN_KEY_PASSWORD",
+    )
 
     for name, fn, what in (
         ("versions", cmd_versions, "list versions with pointers"),
@@ -129,18 +135,38 @@ def build_parser() -> argparse.ArgumentParser:
     add_flag(p, "--pointer", default=DEFAULT_POINTER, help="pointer to move")
     add_flag(p, "--reason", help="why, for the event log")
 
+    _add_copy_commands(command)
+    _add_gc_command(command)
+    _add_fleet_commands(command)
+    return parser
+
+
+def _add_copy_commands(command: Command) -> None:
     p = command("download", cmd_download, "a verified copy of a version in a new folder")
     p.add_argument("model")
     p.add_argument("version", metavar="VERSION|POINTER", help="e.g. v3 or CURRENT")
     p.add_argument("dest", metavar="DEST", help="folder to create (must not exist)")
+    add_flag(
+        p,
+        "--trust-key",
+        action="append",
+        default=[],
+        help="public key (PEM) or folder of keys; only versions one of them signed pass "
+        "(repeatable)",
+    )
 
     p = command("verify", cmd_verify, "re-read stored files and check size and sha256")
     p.add_argument("model")
     p.add_argument("version", nargs="?", help="default: every version")
-
-    _add_gc_command(command)
-    _add_fleet_commands(command)
-    return parser
+    add_flag(
+        p,
+        "--trust-key",
+        action="append",
+        default=[],
+        help="public key (PEM) or folder of keys; only versions one of them signed pass "
+        "(repeatable)",
+    )
+    add_flag(p, "--json", action="store_true", help="problems and signer per version as JSON")
 
 
 def _add_gc_command(command: Command) -> None:
@@ -291,6 +317,14 @@ def _add_fleet_commands(command: Command) -> None:
         "--refresh-token-file",
         help="file with the bearer token POST /refresh needs from non-loopback peers "
         "(else MODELSWAP_REFRESH_TOKEN; without either, only loopback may refresh)",
+    )
+    add_flag(
+        p,
+        "--trust-key",
+        action="append",
+        default=[],
+        help="public key (PEM) or folder of keys; only versions one of them signed pass "
+        "(repeatable)",
     )
     add_flag(
         p,

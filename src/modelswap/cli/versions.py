@@ -8,7 +8,7 @@ import sys
 from typing import Any
 
 from modelswap import render
-from modelswap.api import is_pointer_name
+from modelswap.api import SignatureInfo, is_pointer_name
 from modelswap.cli.common import _api, _meta, _metrics, _print_json, _warn
 from modelswap.errors import ModelswapError
 from modelswap.progress import Progress
@@ -28,6 +28,7 @@ def cmd_publish(args: argparse.Namespace) -> int:
         meta=_meta(args.meta),
         git_sha=args.git_sha,
         progress=bar,
+        sign_key=args.sign_key,
     )
     bar.close()
     print(meta.version)
@@ -88,21 +89,37 @@ def cmd_diff(args: argparse.Namespace) -> int:
 def cmd_verify(args: argparse.Namespace) -> int:
     reg = _api(args)
     bar = Progress.on_terminal(f"verify {args.model}", quiet=args.quiet)
-    results = reg.verify(args.model, args.version, progress=bar)
+    results = reg.verify(args.model, args.version, progress=bar, trust_keys=args.trust_key)
     bar.close()
     failed = 0
+    rows = []
     for v, problems in results.items():
-        if problems and problems[0].startswith(("INVALID", "INCOMPLETE")):
-            print(f"{v}: {problems[0]}")
+        incomplete = bool(problems) and problems[0].startswith(("INVALID", "INCOMPLETE"))
+        sig = None if incomplete else reg.signature(args.model, v, args.trust_key)
+        rows.append(
+            {
+                "version": v,
+                "ok": not problems,
+                "problems": problems,
+                "signature": sig.to_json() if sig else None,
+            }
+        )
+        if incomplete:
             failed += 1
+            if not args.json:
+                print(f"{v}: {problems[0]}")
         elif problems:
             failed += 1
-            print(f"{v}: FAILED")
-            for p in problems:
-                print(f"  {p}")
-        else:
+            if not args.json:
+                print(f"{v}: FAILED")
+                for p in problems:
+                    print(f"  {p}")
+        elif not args.json:
             meta = reg.show(args.model, v)
-            print(f"{v}: ok ({len(meta.files)} file(s), {render.size_str(meta.size)})")
+            size = f"{len(meta.files)} file(s), {render.size_str(meta.size)}"
+            print(f"{v}: ok ({size}; {_signed(sig)})")
+    if args.json:
+        _print_json(rows)
     if failed:
         raise ModelswapError(
             f"{failed} of {len(results)} version(s) failed verification",
@@ -111,13 +128,21 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return 0
 
 
+def _signed(sig: SignatureInfo | None) -> str:
+    if sig is None or not sig.signed:
+        return "unsigned"
+    if sig.verified:
+        return f"signed by {sig.key}, trusted key {sig.trusted_key}"
+    return f"signed by {sig.key or 'an unnamed key'}, not checked: no --trust-key"
+
+
 def cmd_download(args: argparse.Namespace) -> int:
     reg = _api(args)
     version = args.version
     if is_pointer_name(version):
         version = reg.pointer_version(args.model, version)
     bar = Progress.on_terminal(f"download {args.model}/{version}", quiet=args.quiet)
-    path = reg.download(args.model, version, args.dest, bar)
+    path = reg.download(args.model, version, args.dest, bar, trust_keys=args.trust_key)
     bar.close()
     print(path)
     return 0
