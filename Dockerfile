@@ -7,7 +7,7 @@ ARG BASE=python:3.11-slim
 FROM ${BASE} AS build
 ARG PIP_OPTS=""
 # Which stores the image can reach besides S3 (boto3 comes with the agent): gcs, azure.
-ARG EXTRAS="agent,gcs,azure"
+ARG EXTRAS="agent,gcs,azure,sign"
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY src/ src/

@@ -19,7 +19,7 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
-from bench import stores_bench
+from bench import signing_bench, stores_bench
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCHES = {
@@ -31,6 +31,7 @@ BENCHES = {
     "fleet": "bench.fleet_bench",
     "restart": "bench.restart_bench",
     "stores": "bench.stores_bench",
+    "signing": "bench.signing_bench",
 }
 
 
@@ -377,6 +378,8 @@ def main() -> None:
         text += "\n" + "\n".join(render_fleet(results["fleet"], results["restart"]))
     if "stores" in results:
         text += "\n" + "\n".join(stores_bench.render(results["stores"]))
+    if "signing" in results:
+        text += "\n" + "\n".join(signing_bench.render(results["signing"]))
     Path(args.out).write_text(text)
     print(f"wrote {args.out}")
 

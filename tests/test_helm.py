@@ -153,6 +153,30 @@ def test_hook_url_and_refresh_token_come_from_secrets_not_args() -> None:
     assert not [a for a in sidecar["args"] if "swap-url" in a or "token" in a]
 
 
+def test_trust_keys_are_mounted_into_every_agent_container() -> None:
+    """trustKeys.configMapName (or secretName): the keys mounted read-only in the init and the
+    sidecar agent, and MODELSWAP_TRUST_KEY naming the folder; the server gets neither."""
+    spec = pod_spec(render(load_values(CHART / "ci" / "signed-versions-values.yaml")))
+    assert {"name": "trust-keys", "configMap": {"name": "modelswap-trust"}} in spec["volumes"]
+    agents = [*spec["containers"], *spec["initContainers"]]
+    for c in agents:
+        mounts = {m["name"]: m for m in c["volumeMounts"]}
+        env = {e["name"]: e.get("value") for e in c.get("env", [])}
+        if c["name"] == "server":
+            assert "trust-keys" not in mounts
+            continue
+        assert mounts["trust-keys"] == {
+            "name": "trust-keys",
+            "mountPath": "/etc/modelswap/trust",
+            "readOnly": True,
+        }
+        assert env["MODELSWAP_TRUST_KEY"] == "/etc/modelswap/trust"
+    secret = pod_spec(render({"agent": {"trustKeys": {"secretName": "release-pub"}}}))
+    assert {"name": "trust-keys", "secret": {"secretName": "release-pub"}} in secret["volumes"]
+    plain = pod_spec(render({}))
+    assert all(v["name"] != "trust-keys" for v in plain["volumes"])
+
+
 @pytest.mark.parametrize(
     ("values", "fragment"),
     [
@@ -165,6 +189,7 @@ def test_hook_url_and_refresh_token_come_from_secrets_not_args() -> None:
         ({"volume": {"medium": "Disk"}}, "medium"),
         ({"agent": {"image": "x", "keep": 0}}, "keep"),
         ({"agent": {"image": "x", "intervall": 5}}, "intervall"),
+        ({"agent": {"trustKeys": {"secretName": "a", "configMapName": "b"}}}, "trustKeys"),
     ],
 )
 def test_bad_values_are_rejected_by_the_schema(values: dict[str, Any], fragment: str) -> None:

@@ -163,7 +163,7 @@ def run_gate(
                 store=registry.store,
                 model=model,
                 meta=meta,
-                metadata_bytes=meta.to_json(),
+                metadata_bytes=meta.stored_bytes,
                 staging=folder,
                 cancel=threading.Event(),
                 stats=FetchStats(on_bytes=progress.add if progress is not None else None),

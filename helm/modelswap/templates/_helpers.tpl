@@ -77,8 +77,22 @@ app.kubernetes.io/instance: {{ .Release.Name }}
       name: {{ .Values.agent.refreshToken.secretName }}
       key: {{ .Values.agent.refreshToken.key | default "token" }}
 {{- end }}
+{{- if or .Values.agent.trustKeys.secretName .Values.agent.trustKeys.configMapName }}
+- name: MODELSWAP_TRUST_KEY
+  value: /etc/modelswap/trust
+{{- end }}
 {{- with .Values.agent.env }}
 {{ toYaml . }}
+{{- end }}
+{{- end -}}
+
+{{- define "modelswap.agentMounts" -}}
+- name: models
+  mountPath: /models
+{{- if or .Values.agent.trustKeys.secretName .Values.agent.trustKeys.configMapName }}
+- name: trust-keys
+  mountPath: /etc/modelswap/trust
+  readOnly: true
 {{- end }}
 {{- end -}}
 
