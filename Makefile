@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 AZURITE_VERSION := 3.37.0
 
-.PHONY: install lint typecheck test demo demo-s3 walkthrough bench clean
+.PHONY: install lint typecheck test demo demo-s3 demo-rollout walkthrough bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,9 @@ demo: $(STAMP)
 
 demo-s3: $(STAMP)
 	$(BIN)/python -m examples.demo --s3-local
+
+demo-rollout: $(STAMP)
+	$(BIN)/python -m examples.demo_rollout
 
 bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'

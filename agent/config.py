@@ -36,6 +36,7 @@ class AgentConfig:
     refresh_min_interval_s: float = 1.0
     scrub_interval_s: float = 3600.0
     trust_keys: tuple[str, ...] = ()  # public keys (or folders of them); any one suffices
+    loader_url: str | None = None  # the app's loader /health: its refusals are reported
     refresh_token: str | None = field(default=None, repr=False)  # never printed
 
     def checked(self) -> AgentConfig:
@@ -79,4 +80,8 @@ class AgentConfig:
             problems.append("--min-rate must be at least 1 byte per second")
         if self.on_swap_url and not self.on_swap_url.startswith(("http://", "https://")):
             problems.append("--on-swap-url must be an http:// or https:// URL")
+        if self.loader_url and not self.loader_url.startswith(("http://", "https://")):
+            problems.append(
+                "--loader-url must be an http:// or https:// URL (the loader's /health)"
+            )
         return problems

@@ -119,6 +119,9 @@ class Agent:
             self.cancel,
             scrub_interval_s=cfg.scrub_interval_s,
             trust=trusted,
+            # Taking part in rollouts needs the controller to see us: --report on CURRENT.
+            follow_rollouts=cfg.report and cfg.pointer == "CURRENT",
+            loader_url=cfg.loader_url,
         )
         self.last_failure: ModelswapError | None = None
         self.stop = asyncio.Event()

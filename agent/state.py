@@ -21,6 +21,8 @@ class Counters:
     download_bytes: int = 0
     verify_failures: int = 0
     signature_refusals: int = 0
+    rollout_polls: int = 0
+    rollout_not_modified: int = 0
     swaps: int = 0
     hook_failures: int = 0
     refresh_scheduled: int = 0
@@ -41,6 +43,13 @@ class AgentState:
     last_change: str | None = None
     signed_by: str | None = None  # the trusted key that signed the active version
     trust_keys: list[str] = field(default_factory=list)  # fingerprints of --trust-key
+    follows: str | None = None  # the pointer followed now (CANARY for a rollout's share)
+    follow_reason: str | None = None
+    rollout: str | None = None
+    bucket: float | None = None
+    refused_version: str | None = None  # the last version this instance would not serve
+    refusal: str | None = None
+    served_version: str | None = None  # what the app's loader says it serves (--loader-url)
     last_error: str | None = "no poll yet"
     last_hint: str | None = None
     consecutive_failures: int = 0
@@ -65,6 +74,13 @@ class AgentState:
                 "last_change": self.last_change,
                 "signed_by": self.signed_by,
                 "trust_keys": list(self.trust_keys),
+                "follows": self.follows,
+                "follow_reason": self.follow_reason,
+                "rollout": self.rollout,
+                "bucket": self.bucket,
+                "refused_version": self.refused_version,
+                "refusal": self.refusal,
+                "served_version": self.served_version,
                 "last_error": self.last_error,
                 "hint": self.last_hint,
                 "consecutive_failures": self.consecutive_failures,
@@ -103,6 +119,13 @@ class AgentState:
             rows: list[promtext.Row] = [
                 ("counter", "polls_total", "pointer polls", c.polls),
                 ("counter", "polls_not_modified_total", "polls answered 304", c.not_modified),
+                ("counter", "rollout_polls_total", "reads of ROLLOUT", c.rollout_polls),
+                (
+                    "counter",
+                    "rollout_polls_not_modified_total",
+                    "reads of ROLLOUT answered 304",
+                    c.rollout_not_modified,
+                ),
                 ("counter", "sync_failures_total", "failed syncs", c.failures),
                 ("counter", "downloads_total", "versions downloaded", c.downloads),
                 ("counter", "download_bytes_total", "bytes downloaded", c.download_bytes),

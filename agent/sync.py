@@ -12,7 +12,14 @@ from datetime import UTC, datetime
 
 from modelswap import signing
 from modelswap.download import FetchStats, fetch_version, verify_local
-from modelswap.errors import IntegrityError, ModelswapError, SignatureError
+from modelswap.errors import (
+    IntegrityError,
+    InvalidMetadata,
+    ModelswapError,
+    ObjectNotFound,
+    SignatureError,
+    VersionNotFound,
+)
 from modelswap.metadata import Metadata, rfc3339, utc_now
 from modelswap.names import POINTER_MAX_BYTES, parse_pointer
 from modelswap.pointers import pointer_key
@@ -20,8 +27,13 @@ from modelswap.registry import Registry
 from modelswap.store import Store
 from modelswap.volume import Layout
 
+from . import served
 from .checks import Snapshot, local_error, snapshot
+from .follow import Choice, Follower
 from .state import AgentState
+
+# Failures that say the desired version cannot be served (not that the store or disk failed).
+REFUSALS = (IntegrityError, SignatureError, InvalidMetadata, VersionNotFound)
 
 
 @dataclass(frozen=True)
@@ -45,7 +57,10 @@ class Syncer:
         *,
         scrub_interval_s: float = 3600.0,
         trust: list[signing.TrustedKey] | None = None,
+        follow_rollouts: bool = False,
+        loader_url: str | None = None,
     ) -> None:
+        self.loader_url = loader_url
         self.scrub_interval_s = scrub_interval_s
         self.trust = list(trust or [])
         self._signers: dict[str, signing.TrustedKey] = {}  # checked by this process
@@ -55,8 +70,9 @@ class Syncer:
         self.state = state
         self.keep = keep
         self.cancel = cancel
-        self._etag: str | None = None
-        self._parsed: str | ModelswapError | None = None
+        self._etag: dict[str, str | None] = {}  # per pointer: CURRENT, and CANARY in a rollout
+        self._parsed: dict[str, str | ModelswapError | None] = {}
+        self.follower = Follower(store, state, enabled=follow_rollouts)
         self._broken: set[str] = set()
         self._verified: dict[str, Snapshot] = {}  # version -> files as they were when hashed
         self._scrubbed = time.monotonic()
@@ -125,40 +141,69 @@ class Syncer:
         if not self._unchanged(linked, meta):
             self._broken.add(linked)
 
-    def _read_pointer(self) -> str:
-        key = pointer_key(self.state.model, self.state.pointer)
-        blob = self.store.get(key, if_none_match=self._etag, max_bytes=POINTER_MAX_BYTES)
+    def _desired(self) -> str:
+        """The version the followed pointer names: CURRENT, or CANARY for an instance in a
+        rollout's share (CURRENT again if CANARY is not set)."""
+        choice = self.follower.choose()
+        try:
+            desired = self._read_pointer(choice.pointer)
+        except ObjectNotFound:
+            if choice.pointer == self.state.pointer:
+                raise
+            choice = Choice(self.state.pointer, f"{choice.pointer} is not set; {choice.reason}")
+            desired = self._read_pointer(choice.pointer)
+        with self.state.lock:
+            self.state.follows = choice.pointer
+            self.state.follow_reason = choice.reason
+            self.state.rollout = choice.rollout
+            self.state.bucket = choice.bucket
+        return desired
+
+    def _read_pointer(self, name: str) -> str:
+        key = pointer_key(self.state.model, name)
+        blob = self.store.get(key, if_none_match=self._etag.get(name), max_bytes=POINTER_MAX_BYTES)
         with self.state.lock:
             self.state.counters.polls += 1
             if blob is None:
                 self.state.counters.not_modified += 1
         if blob is not None:
-            self._etag = blob.etag
+            self._etag[name] = blob.etag
             where = f"{self.store.url}/{key}"
             try:
                 if blob.truncated:
                     parse_pointer(b"x" * blob.size, where)  # raises the "too large" error
-                self._parsed = parse_pointer(blob.data, where)
+                self._parsed[name] = parse_pointer(blob.data, where)
             except ModelswapError as e:
-                self._parsed = e
-        if isinstance(self._parsed, ModelswapError):
-            raise self._parsed
-        if self._parsed is None:
-            self._etag = None  # never parsed: force a full read next time
+                self._parsed[name] = e
+        parsed = self._parsed.get(name)
+        if isinstance(parsed, ModelswapError):
+            raise parsed
+        if parsed is None:
+            self._etag[name] = None  # never parsed: force a full read next time
             raise ModelswapError("pointer not read yet")
-        return self._parsed
+        return parsed
 
     def sync_once(self) -> SyncResult:
         """One pass; every OSError of the local volume becomes a LocalIOError naming the path
         and errno, so the loop backs off and keeps the old link instead of dying."""
         try:
-            return self._sync_once()
+            result = self._sync_once()
         except OSError as e:
             raise local_error(e, "sync failed on the --dest volume") from e
+        except REFUSALS as e:
+            with self.state.lock:  # the version itself is wrong: a rollout rolls it back
+                self.state.refused_version, self.state.refusal = self.state.desired_version, str(e)
+            raise
+        with self.state.lock:
+            if self.state.refused_version == result.active and not self.loader_url:
+                self.state.refused_version, self.state.refusal = None, None
+        if self.loader_url:
+            served.check(self.state, self.loader_url)
+        return result
 
     def _sync_once(self) -> SyncResult:
         started = time.monotonic()
-        desired = self._read_pointer()
+        desired = self._desired()
         with self.state.lock:
             self.state.desired_version = desired
         previous = self.layout.linked_version()

@@ -19,7 +19,7 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
-from bench import signing_bench, stores_bench
+from bench import rollout_bench, signing_bench, stores_bench
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCHES = {
@@ -32,6 +32,7 @@ BENCHES = {
     "restart": "bench.restart_bench",
     "stores": "bench.stores_bench",
     "signing": "bench.signing_bench",
+    "rollout": "bench.rollout_bench",
 }
 
 
@@ -380,6 +381,8 @@ def main() -> None:
         text += "\n" + "\n".join(stores_bench.render(results["stores"]))
     if "signing" in results:
         text += "\n" + "\n".join(signing_bench.render(results["signing"]))
+    if "rollout" in results:
+        text += "\n" + "\n".join(rollout_bench.render(results["rollout"]))
     Path(args.out).write_text(text)
     print(f"wrote {args.out}")
 

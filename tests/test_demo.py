@@ -52,3 +52,26 @@ def test_demo_s3_prints_the_endpoint_and_credentials_it_used() -> None:
     assert values["AWS_SECRET_ACCESS_KEY"]
     assert values["MODELSWAP_REGISTRY"] == "s3://demo/models"
     assert ", failed: 0" in out
+
+
+@pytest.mark.timeout(300)
+def test_demo_rollout_promotes_a_good_canary_and_rolls_back_a_damaged_one() -> None:
+    """`make demo-rollout`: ten agents and a controller; v2 is promoted, v3 (one byte flipped
+    in the store) is refused by the canary share and rolled back with no command typed."""
+    result = subprocess.run(
+        [sys.executable, "-m", "examples.demo_rollout"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=280,
+        check=False,
+        env=dict(os.environ, MODELSWAP_REGISTRY=""),
+    )
+    out = result.stdout
+    assert result.returncode == 0, out[-3000:] + result.stderr[-3000:]
+    assert "v2 promoted by the controller" in out
+    assert "v3 rolled back and quarantined by the controller" in out
+    assert "REFUSED v3" in out
+    assert "now every agent serves v2; v3 was never served by anyone" in out
+    assert "clf/v3 is quarantined" in out
+    assert "auto-rollback" in out

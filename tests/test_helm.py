@@ -177,6 +177,33 @@ def test_trust_keys_are_mounted_into_every_agent_container() -> None:
     assert all(v["name"] != "trust-keys" for v in plain["volumes"])
 
 
+def test_rollouts_run_one_controller_and_make_agents_report() -> None:
+    """rollouts.enabled: a one-replica controller Deployment running `rollout run` with the
+    registry's credentials and its own service account, selectors apart from the server's,
+    and --report on for the agents even when agent.report is off."""
+    docs = render(load_values(CHART / "ci" / "rollouts-values.yaml"))
+    deployments = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Deployment"}
+    controller = deployments["demo-modelswap-rollout-controller"]
+    assert controller["spec"]["replicas"] == 1
+    pod = controller["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == "modelswap-publisher"
+    (c,) = pod["containers"]
+    assert c["args"] == ["rollout", "run", "classifier", "--interval=15s"]
+    env = {e["name"]: e.get("value") for e in c["env"]}
+    assert env["MODELSWAP_REGISTRY"] == "s3://models/prod"
+    assert c["envFrom"] == [{"secretRef": {"name": "modelswap-s3"}}]
+    server = deployments["demo-modelswap"]
+    server_selector = server["spec"]["selector"]["matchLabels"]
+    labels = controller["spec"]["template"]["metadata"]["labels"]
+    assert not all(labels.get(k) == v for k, v in server_selector.items())
+    agent = next(
+        c for c in server["spec"]["template"]["spec"]["containers"] if "agent" in c["name"]
+    )
+    assert "--report" in agent["args"]
+    assert all(d["kind"] != "Deployment" or "rollout" not in d["metadata"]["name"]
+               for d in render({}))  # fmt: skip
+
+
 @pytest.mark.parametrize(
     ("values", "fragment"),
     [
@@ -190,6 +217,7 @@ def test_trust_keys_are_mounted_into_every_agent_container() -> None:
         ({"agent": {"image": "x", "keep": 0}}, "keep"),
         ({"agent": {"image": "x", "intervall": 5}}, "intervall"),
         ({"agent": {"trustKeys": {"secretName": "a", "configMapName": "b"}}}, "trustKeys"),
+        ({"rollouts": {"controller": {"interval": "soon"}}}, "interval"),
     ],
 )
 def test_bad_values_are_rejected_by_the_schema(values: dict[str, Any], fragment: str) -> None:

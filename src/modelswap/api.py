@@ -15,6 +15,8 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
+from modelswap import rollouts
+from modelswap.api_rollouts import RolloutStatus, RolloutVerbs
 from modelswap.api_versions import GC_KEEP, VersionVerbs, is_pointer_name
 from modelswap.cleanup import GcReport
 from modelswap.config import DEFAULT_REGISTRY, default_actor
@@ -54,7 +56,7 @@ STALE_AFTER_S = 90.0  # an instance silent this long is stale in `status`
 STORE_TIMEOUT_S = StoreOptions.read_timeout_s
 
 
-class Registry(VersionVerbs):
+class Registry(VersionVerbs, RolloutVerbs):
     """A registry at `url` (s3://bucket/prefix, file:///path or a folder), acting as `actor`
     (default `$USER@host`), recorded in every event."""
 
@@ -150,10 +152,13 @@ class Registry(VersionVerbs):
         version = check_version(version)
         if force and not reason:
             raise UsageError("force needs a reason", hint='e.g. reason="hotfix, eval set stale"')
-        if force and eval_set is None:
+        quarantined = rollouts.quarantined(self._versions, model, version)
+        if quarantined is not None and not force:
+            rollouts.refuse_quarantined(self._versions, model, version)
+        if force and eval_set is None and quarantined is None:
             raise UsageError(
-                "force overrides a gate; give the gate's eval_set too",
-                hint="without gate options promote is not gated and needs no force",
+                "--force overrides a gate or a quarantine; give the gate's --eval-set too",
+                hint="without gate options promote is not gated and needs no --force",
             )
         expect = check_version(expect) if expect else None
         gate_record: GateRecord | None = None
@@ -181,7 +186,16 @@ class Registry(VersionVerbs):
                 gate_record = result.record(forced_by=self.actor if not result.passed else None)
             expect = expect or against  # the pointer must not move while we evaluated
         move = Move(
-            model, pointer, version, "promote", self.actor, reason, gate_record, expect, verify
+            model,
+            pointer,
+            version,
+            "promote",
+            self.actor,
+            reason,
+            gate_record,
+            expect,
+            verify,
+            extra={"quarantine_overridden": quarantined} if quarantined else {},
         )
         event = move_pointer(self._versions, move)
         forced = gate_record is not None and gate_record.forced
@@ -236,6 +250,7 @@ __all__ = [
     "ProgressSink",
     "PromoteResult",
     "Registry",
+    "RolloutStatus",
     "SignatureInfo",
     "VersionInfo",
     "is_pointer_name",

@@ -44,6 +44,13 @@ def write_report(registry: Registry, model: str, status: dict[str, Any]) -> None
         last_error=status["last_error"],
         heartbeat=utc_now(),
         signed_by=status.get("signed_by"),
+        follows=status.get("follows"),
+        follow_reason=status.get("follow_reason"),
+        rollout=status.get("rollout"),
+        bucket=status.get("bucket"),
+        refused_version=status.get("refused_version"),
+        refusal=status.get("refusal"),
+        served_version=status.get("served_version"),
     )
     body = redact_value(report.to_json())
     registry.store.put(report_key(model, report.instance), json.dumps(body).encode())
@@ -86,6 +93,7 @@ def fleet_status(registry: Registry, model: str, pointer: str, stale_after_s: fl
                     heartbeat=report.heartbeat,
                     stale=stale,
                     signed_by=report.signed_by,
+                    follows=report.follows,
                 )
             )
         else:
@@ -103,7 +111,17 @@ def fleet_status(registry: Registry, model: str, pointer: str, stale_after_s: fl
                 )
             )
     fresh = [i for i in instances if not i.stale]
-    converged = bool(fresh) and all(i.ready and i.active_version == version for i in fresh)
+    # An instance in a rollout's canary share follows CANARY: it is judged against that.
+    wanted = {pointer: version}
+    for other in {i.follows for i in fresh} - {pointer, None}:
+        try:
+            other_state = read_pointer(registry, model, str(other))
+        except ModelswapError:  # a report naming no real pointer: never converged
+            other_state = None
+        wanted[str(other)] = other_state.version if other_state else None
+    converged = bool(fresh) and all(
+        i.ready and i.active_version == wanted[i.follows or pointer] for i in fresh
+    )
     return FleetStatus(pointer, version, converged, tuple(instances))
 
 

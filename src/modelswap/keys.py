@@ -7,6 +7,8 @@
     <model>/fleet/<instance>.json         agent reports
     <model>/.locks/<name>.lock            leases: publish-<version>, moves
     <model>/.deleted/<version>.json       tombstones of versions gc deleted
+    <model>/ROLLOUT                       the rollout, JSON, moved by compare-and-swap
+    <model>/quarantine/<version>.json     versions a rollout rolled back (create-only)
 
 Keys are relative to the store's root (s3://bucket/prefix or a folder); the store adds it.
 """
@@ -19,8 +21,10 @@ EVENTS_DIR = "events"
 FLEET_DIR = "fleet"
 LOCKS_DIR = ".locks"
 TOMBSTONES_DIR = ".deleted"
+QUARANTINE_DIR = "quarantine"
+ROLLOUT = "ROLLOUT"  # upper case like a pointer, but JSON: never listed or moved as one
 # Folder names under a model that are never versions.
-RESERVED = frozenset({EVENTS_DIR, FLEET_DIR})
+RESERVED = frozenset({EVENTS_DIR, FLEET_DIR, QUARANTINE_DIR})
 MOVES_LOCK = "moves"  # one lease for every pointer move of a model, and for gc
 PUBLISH_LOCK_PREFIX = "publish-"
 
@@ -92,6 +96,18 @@ def tombstones_prefix(model: str) -> str:
 
 def tombstone(model: str, version: str) -> str:
     return f"{tombstones_prefix(model)}{version}.json"
+
+
+def rollout(model: str) -> str:
+    return f"{model}/{ROLLOUT}"
+
+
+def quarantine_prefix(model: str) -> str:
+    return f"{model}/{QUARANTINE_DIR}/"
+
+
+def quarantine(model: str, version: str) -> str:
+    return f"{quarantine_prefix(model)}{version}.json"
 
 
 def name_under(prefix: str, key: str, suffix: str = "") -> str:

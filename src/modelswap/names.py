@@ -8,6 +8,7 @@ from modelswap.errors import InvalidName, InvalidPointer
 
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 POINTER_RE = re.compile(r"[A-Z][A-Z0-9_-]{0,63}")
+NOT_POINTERS = frozenset({"ROLLOUT"})  # upper-case objects that are not pointers (keys.ROLLOUT)
 VERSION_NUMBER_RE = re.compile(r"v([0-9]{1,9})")
 
 # A pointer holds one name of at most 128 characters; anything longer is not a pointer.
@@ -42,6 +43,11 @@ def check_pointer_name(value: str) -> str:
         raise InvalidName(
             f"invalid pointer name {_shown(value)}",
             hint="pointer names are upper case, e.g. CURRENT or CANARY ([A-Z][A-Z0-9_-]{0,63})",
+        )
+    if value in NOT_POINTERS:
+        raise InvalidName(
+            f"{value} is the model's rollout record, not a pointer",
+            hint="use `modelswap rollout ...` for it; pointers are e.g. CURRENT or CANARY",
         )
     return value
 

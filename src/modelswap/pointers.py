@@ -69,7 +69,7 @@ def list_pointers(registry: Registry, model: str) -> dict[str, PointerState | In
     prefix = keys.model_prefix(model)
     for info in registry.store.objects(prefix):
         name = keys.name_under(prefix, info.key)
-        if "/" in name or not POINTER_RE.fullmatch(name):
+        if "/" in name or not POINTER_RE.fullmatch(name) or name == keys.ROLLOUT:
             continue
         try:
             state = read_pointer(registry, model, name)
@@ -116,6 +116,7 @@ class Move:
     gate: GateRecord | None = None
     expect: str | None = None  # refuse unless the pointer names this (None: what we read)
     verify: bool = False  # re-hash every stored file of the target first (sizes always)
+    extra: dict[str, Any] = dataclasses.field(default_factory=dict)  # more event fields
 
 
 def move_pointer(registry: Registry, move: Move) -> Event | None:
@@ -181,6 +182,7 @@ def _append_move(log: EventLog, move: Move, now: PointerState | None, lease: Lea
             reason=move.reason,
             gate=move.gate,
             move_id=lease.owner,
+            extra=dict(move.extra),
         )
     )
 

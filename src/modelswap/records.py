@@ -58,6 +58,26 @@ REPORT_FIELDS = (
     "last_error",
     "heartbeat",
     "signed_by",
+    "follows",
+    "follow_reason",
+    "rollout",
+    "bucket",
+    "refused_version",
+    "refusal",
+    "served_version",
+)
+_REPORT_TEXT = (
+    "desired_version",
+    "active_version",
+    "last_change",
+    "last_error",
+    "signed_by",
+    "follows",
+    "follow_reason",
+    "rollout",
+    "refused_version",
+    "refusal",
+    "served_version",
 )
 
 
@@ -208,6 +228,13 @@ class FleetReport:
     last_error: str | None
     heartbeat: str
     signed_by: str | None = None  # the trusted key that signed active_version (--trust-key)
+    follows: str | None = None  # the pointer it follows now: CURRENT, or CANARY in a rollout
+    follow_reason: str | None = None  # why (its bucket against the rollout's fraction)
+    rollout: str | None = None  # the id of the rollout it saw
+    bucket: float | None = None
+    refused_version: str | None = None  # a version it would not serve (verification, load)
+    refusal: str | None = None  # why, in one line
+    served_version: str | None = None  # what the app's loader serves (agent --loader-url)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
@@ -225,9 +252,12 @@ class FleetReport:
             return f"ready is {raw.get('ready')!r}, not true or false"
         if not isinstance(raw.get("heartbeat"), str):
             return f"heartbeat {raw.get('heartbeat')!r} is not an RFC 3339 time with a zone"
-        for name in ("desired_version", "active_version", "last_change", "last_error", "signed_by"):
+        for name in _REPORT_TEXT:
             if not isinstance(raw.get(name), str | None):
                 return f"{name} is {raw.get(name)!r}, not text"
+        bucket = raw.get("bucket")
+        if isinstance(bucket, bool) or not isinstance(bucket, int | float | None):
+            return f"bucket is {bucket!r}, not a number"
         return cls(
             instance=stored_as,
             pointer=raw["pointer"],
@@ -238,6 +268,13 @@ class FleetReport:
             last_error=text_or_none(raw.get("last_error")),
             heartbeat=raw["heartbeat"],
             signed_by=text_or_none(raw.get("signed_by")),
+            follows=text_or_none(raw.get("follows")),
+            follow_reason=text_or_none(raw.get("follow_reason")),
+            rollout=text_or_none(raw.get("rollout")),
+            bucket=float(bucket) if bucket is not None else None,
+            refused_version=text_or_none(raw.get("refused_version")),
+            refusal=text_or_none(raw.get("refusal")),
+            served_version=text_or_none(raw.get("served_version")),
             extra={k: v for k, v in raw.items() if k not in REPORT_FIELDS},
         )
 
@@ -256,6 +293,7 @@ class InstanceStatus:
     stale: bool
     malformed: str | None = None
     signed_by: str | None = None
+    follows: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

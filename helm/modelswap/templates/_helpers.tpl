@@ -110,7 +110,7 @@ envFrom:
 - --host=0.0.0.0
 - --port={{ .Values.agent.port }}
 - --interval={{ .Values.agent.interval }}
-{{- if .Values.agent.report }}
+{{- if or .Values.agent.report .Values.rollouts.enabled }}
 - --report
 {{- end }}
 {{- if .Values.agent.onSwap.command }}

@@ -110,5 +110,6 @@ def cmd_agent(args: argparse.Namespace) -> int:
         scrub_interval_s=args.scrub_interval,
         refresh_token=refresh_token(args.refresh_token_file),
         trust_keys=tuple(args.trust_key),
+        loader_url=args.loader_url,
     )
     return agent_main(cfg.checked())

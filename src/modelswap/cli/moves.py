@@ -45,11 +45,6 @@ def cmd_promote(args: argparse.Namespace) -> int:
             "--force needs --reason", hint='e.g. --force --reason "hotfix, eval set stale"'
         )
     options = _gate_options(args)
-    if args.force and options is None:
-        raise UsageError(
-            "--force overrides a gate; give the gate's --eval-set too",
-            hint="without gate options promote is not gated and needs no --force",
-        )
     if options is None and args.require_gate and args.pointer == DEFAULT_POINTER:
         raise UsageError(
             f"promotes of {DEFAULT_POINTER} must be gated here (--require-gate / "
@@ -57,7 +52,7 @@ def cmd_promote(args: argparse.Namespace) -> int:
             hint="add --eval-set PATH (and --min for a first promotion), or unset "
             "MODELSWAP_REQUIRE_GATE",
         )
-    gate_options = {**options, "force": args.force} if options is not None else {}
+    gate_options = {**(options or {}), "force": args.force}  # also past a quarantine
     try:
         result = _api(args).promote(
             args.model,

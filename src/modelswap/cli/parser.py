@@ -19,6 +19,7 @@ from modelswap.api import (
 from modelswap.cli.common import _Parser
 from modelswap.cli.fleet import cmd_agent, cmd_status
 from modelswap.cli.moves import cmd_gate, cmd_history, cmd_promote, cmd_rollback
+from modelswap.cli.rollouts import add_parser as rollout_commands
 from modelswap.cli.versions import (
     cmd_diff,
     cmd_download,
@@ -138,6 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_copy_commands(command)
     _add_gc_command(command)
     _add_fleet_commands(command)
+    rollout_commands(sub, common)
     return parser
 
 
@@ -325,6 +327,12 @@ def _add_fleet_commands(command: Command) -> None:
         default=[],
         help="public key (PEM) or folder of keys; only versions one of them signed pass "
         "(repeatable)",
+    )
+    add_flag(
+        p,
+        "--loader-url",
+        help="the app's loader /health: a version it refuses to load is reported as refused "
+        "(a rollout rolls it back)",
     )
     add_flag(
         p,

@@ -1,0 +1,272 @@
+"""The rollout controller (`modelswap rollout run`): reads the fleet's reports, steps the rollout
+when its canary share is ready for the bake time, promotes at 100%, and rolls back by itself.
+
+One pass is `tick`: it never sleeps and decides from what the store holds now, so a controller
+killed anywhere and started again resumes from ROLLOUT. Two controllers cannot both act: a
+pass runs under the model's controller lease, and every write it makes is a compare-and-swap
+from what it read (ROLLOUT by ETag, pointers from exactly what the rollout set), so a human's
+move in between stops it instead of being overwritten.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from modelswap import keys, locks, rollout_verbs, rollouts
+from modelswap.errors import Busy, LeaseLost, ModelswapError, PointerMoved
+from modelswap.metadata import parse_time, utc_now
+from modelswap.records import FleetReport
+from modelswap.registry import Registry
+from modelswap.rollouts import CANARY, Rollout
+
+REPORT_MAX_BYTES = 1 << 20
+STALE_AFTER_S = 90.0
+CONTROLLER_LOCK = "rollout-controller"
+
+
+@dataclass(frozen=True)
+class Instance:
+    """One fresh fleet report, as the controller judges it."""
+
+    name: str
+    bucket: float
+    follows: str | None
+    rollout: str | None
+    active: str | None
+    ready: bool
+    refused_version: str | None
+    refusal: str | None
+    served: str | None
+    heartbeat: str
+
+    def on_canary(self, r: Rollout) -> bool:
+        """Following CANARY for this rollout, linked on its version, and (with a loader
+        watched) served: ready as a canary."""
+        return (
+            self.follows == CANARY
+            and self.rollout == r.id
+            and self.active == r.version
+            and self.served in (None, r.version)
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "instance": self.name,
+            "bucket": round(self.bucket, 6),
+            "follows": self.follows,
+            "active_version": self.active,
+            "ready": self.ready,
+            "refused_version": self.refused_version,
+            "refusal": self.refusal,
+            "served_version": self.served,
+        }
+
+
+@dataclass(frozen=True)
+class Decision:
+    action: str  # idle | waiting | baking | step | promote | rollback | halt
+    detail: str
+    rollout: Rollout | None = None
+
+
+def fleet(registry: Registry, r: Rollout, stale_after_s: float) -> list[Instance]:
+    """Every instance whose last report is fresh (older ones say nothing about now)."""
+    now = datetime.now(UTC)
+    prefix = keys.fleet_prefix(r.model)
+    out = []
+    for info in registry.store.objects(prefix):
+        name = keys.name_under(prefix, info.key, ".json")
+        try:
+            raw = json.loads(registry.store.read(info.key, max_bytes=REPORT_MAX_BYTES).data)
+        except (ModelswapError, ValueError):
+            continue
+        report = FleetReport.from_json(raw, name) if isinstance(raw, dict) else "not an object"
+        if isinstance(report, str) or report.pointer != rollouts.CURRENT:
+            continue
+        try:
+            age = (now - parse_time(report.heartbeat)).total_seconds()
+        except ValueError:
+            continue
+        if abs(age) > stale_after_s:
+            continue
+        out.append(
+            Instance(
+                name=name,
+                bucket=rollouts.bucket(r.salt, r.model, name),
+                follows=report.follows,
+                rollout=report.rollout,
+                active=report.active_version,
+                ready=report.ready,
+                refused_version=report.refused_version,
+                refusal=report.refusal,
+                served=report.served_version,
+                heartbeat=report.heartbeat,
+            )
+        )
+    return sorted(out, key=lambda i: i.name)
+
+
+def tick(
+    registry: Registry, model: str, actor: str, *, stale_after_s: float = STALE_AFTER_S
+) -> Decision:
+    """One look at the rollout and the fleet, and at most one decision."""
+    found = rollouts.read(registry, model)
+    if found is None:
+        return Decision("idle", f"{model} has no rollout")
+    r, etag = found
+    if r.state != "running":
+        return Decision("idle", f"rollout {r.id} is {r.state}", r)
+    try:
+        rollout_verbs.check_pointers(registry, r)
+    except PointerMoved as e:
+        return _halt(registry, r, etag, actor, str(e))
+    instances = fleet(registry, r, stale_after_s)
+    refused = [i for i in instances if i.refused_version == r.version]
+    if refused:
+        first = refused[0]
+        why = f"{len(refused)} instance(s) refused {r.version}; {first.name}: {first.refusal}"
+        return _rollback(registry, r, etag, actor, why=why, instances=instances)
+    cohort = [i for i in instances if i.bucket < r.fraction]
+    ready = [i for i in cohort if i.on_canary(r) and i.ready]
+    pending = [i for i in cohort if i not in ready]
+    now = datetime.now(UTC)
+    in_step = (now - parse_time(r.step_started)).total_seconds()
+    share = f"step {r.step + 1}/{len(r.steps)} ({r.steps[r.step]}%)"
+    if pending:
+        if in_step > r.deadline_s:
+            names = ", ".join(i.name for i in pending[:5])
+            why = (
+                f"{len(pending)} canary instance(s) not on {r.version} after "
+                f"{r.deadline_s:g} s (progress deadline): {names}"
+            )
+            return _rollback(registry, r, etag, actor, why=why, instances=instances)
+        if r.converged_since is not None:
+            rollouts.write(registry, r.but(converged_since=None), etag)
+        return Decision("waiting", f"{share}: {len(ready)} of {len(cohort)} ready", r)
+    if len(ready) < r.min_instances:
+        return Decision(
+            "waiting",
+            f"{share}: {len(ready)} canary instance(s) ready, --min-instances is "
+            f"{r.min_instances}; holding",
+            r,
+        )
+    if r.converged_since is None:
+        baking = r.but(converged_since=utc_now())
+        rollouts.write(registry, baking, etag)
+        return Decision("baking", f"{share}: {len(ready)} ready; baking {r.bake_s:g} s", baking)
+    baked = (now - parse_time(r.converged_since)).total_seconds()
+    if baked < r.bake_s:
+        return Decision("baking", f"{share}: baked {baked:.0f} of {r.bake_s:g} s", r)
+    nxt = "promote to CURRENT" if r.last_step else f"step {r.step + 2} ({r.steps[r.step + 1]}%)"
+    reason = (
+        f"{share} held: {len(ready)} canary instance(s) ready on {r.version} for "
+        f"{baked:.0f} s; {nxt}"
+    )
+    try:
+        moved = rollout_verbs.advance(registry, model, actor, reason)
+    except PointerMoved as e:
+        return _halt(registry, r, etag, actor, str(e))
+    action = "promote" if moved.state == "promoted" else "step"
+    return Decision(action, reason, moved)
+
+
+def _rollback(
+    registry: Registry,
+    r: Rollout,
+    etag: str,
+    actor: str,
+    *,
+    why: str,
+    instances: list[Instance],
+) -> Decision:
+    """Quarantine the candidate, put CANARY back on the baseline (from exactly the candidate)
+    and mark the rollout rolled-back. Each step is safe to repeat after a crash."""
+    evidence = {
+        "why": why,
+        "step": r.step + 1,
+        "fraction": r.steps[r.step] / 100,
+        "instances": [i.to_json() for i in instances if i.bucket < max(r.fraction, 0.0)]
+        or [i.to_json() for i in instances],
+    }
+    rollouts.quarantine(registry, r, why, evidence)
+    done = r.but(state="rolled-back", stopped=f"rolled back by the controller: {why}",
+                 evidence=evidence)  # fmt: skip
+    rollouts.write(registry, done, etag)
+    rollout_verbs.restore_canary(
+        registry, done, type_="auto-rollback", actor=actor, reason=why, evidence=evidence
+    )
+    return Decision("rollback", why, done)
+
+
+def _halt(registry: Registry, r: Rollout, etag: str, actor: str, why: str) -> Decision:
+    """A human moved a pointer the rollout set: stop, move nothing, and say so."""
+    halted = r.but(state="paused", stopped=f"controller stopped: {why}")
+    rollouts.write(registry, halted, etag)
+    rollouts.log(registry, halted, "rollout-halt", actor, why)
+    return Decision("halt", why, halted)
+
+
+def lease(registry: Registry, model: str, actor: str) -> locks.Lease:
+    """The one lease a controller holds while it acts; Busy names the other holder."""
+    return locks.acquire(
+        registry.store,
+        keys.lock(model, CONTROLLER_LOCK),
+        f"the rollout controller of {model}",
+        actor=actor,
+        ttl_s=registry.lease_ttl_s,
+    ).keep_alive()
+
+
+def run(
+    registry: Registry,
+    model: str,
+    actor: str,
+    *,
+    interval_s: float,
+    once: bool = False,
+    stale_after_s: float = STALE_AFTER_S,
+    say: Callable[[str], None] = print,
+    stop: threading.Event | None = None,
+) -> int:
+    """The controller loop: acts only while it holds the lease (a second controller stands by
+    and takes over when the first stops or dies); says every decision once. With `once`, one
+    pass (a CronJob): Busy if another controller holds the lease."""
+    stop = stop or threading.Event()
+    said = ""
+    while not stop.is_set():
+        try:
+            held = lease(registry, model, actor)
+        except Busy as e:
+            if once:
+                raise
+            if f"standby: {e}" != said:
+                said = f"standby: {e}"
+                say(said)
+            stop.wait(interval_s)
+            continue
+        with held:
+            say(f"controller of {model}: holding the lease")
+            while not stop.is_set():
+                try:
+                    held.check()
+                    decision = tick(registry, model, actor, stale_after_s=stale_after_s)
+                except LeaseLost as e:
+                    say(f"lost the lease: {e}")
+                    break
+                except ModelswapError as e:
+                    if once:
+                        raise
+                    decision = Decision("error", f"{e} (hint: {e.hint})")
+                line = f"{decision.action}: {decision.detail}"
+                if line != said:
+                    said = line
+                    say(line)
+                if once:
+                    return 0
+                stop.wait(interval_s)
+    return 0

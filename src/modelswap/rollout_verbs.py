@@ -1,0 +1,217 @@
+"""The rollout verbs: start, step (and promote at 100%), pause, resume, abort. Each reads
+ROLLOUT, checks, and writes it back by compare-and-swap (rollouts.py has the record)."""
+
+from __future__ import annotations
+
+import contextlib
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+from modelswap.errors import Busy, PointerMoved, UsageError
+from modelswap.metadata import utc_now
+from modelswap.pointers import Move, move_pointer, read_pointer, require_pointer
+from modelswap.registry import Registry
+from modelswap.rollouts import (
+    ACTIVE,
+    CANARY,
+    CURRENT,
+    DEFAULT_BAKE_S,
+    DEFAULT_DEADLINE_S,
+    DEFAULT_STEPS,
+    Rollout,
+    check_steps,
+    log,
+    read,
+    refuse_quarantined,
+    summary,
+    write,
+)
+
+
+@dataclass(frozen=True)
+class StartRequest:
+    model: str
+    version: str
+    actor: str
+    steps: tuple[int, ...] = DEFAULT_STEPS
+    bake_s: float = DEFAULT_BAKE_S
+    min_instances: int = 1
+    deadline_s: float = DEFAULT_DEADLINE_S
+    reason: str | None = None
+
+
+def start(registry: Registry, req: StartRequest) -> Rollout:
+    problem = check_steps(list(req.steps))
+    if problem:
+        raise UsageError(problem)
+    if req.bake_s < 0 or req.deadline_s <= 0 or req.min_instances < 1:
+        raise UsageError("--bake must be >= 0, --progress-deadline > 0, --min-instances >= 1")
+    registry.check_stored(req.model, req.version)
+    refuse_quarantined(registry, req.model, req.version)
+    baseline = require_pointer(registry, req.model, CURRENT).version
+    if baseline == req.version:
+        raise UsageError(
+            f"{req.model}/CURRENT already names {req.version}: nothing to roll out",
+            hint="publish a new version first",
+        )
+    existing = read(registry, req.model)
+    if existing is not None and existing[0].active:
+        r = existing[0]
+        raise Busy(
+            f"rollout {r.id} of {req.model}/{r.version} is {r.state} (step {r.step + 1} of "
+            f"{len(r.steps)})",
+            hint=f"`modelswap rollout abort {req.model}` first, or wait for it to finish",
+        )
+    now = utc_now()
+    rollout = Rollout(
+        id=secrets.token_hex(6),
+        model=req.model,
+        version=req.version,
+        baseline=baseline,
+        salt=secrets.token_hex(8),
+        steps=tuple(req.steps),
+        step=0,
+        state="running",
+        started=now,
+        updated=now,
+        step_started=now,
+        actor=req.actor,
+        reason=req.reason,
+        bake_s=req.bake_s,
+        min_instances=req.min_instances,
+        deadline_s=req.deadline_s,
+    )
+    write(registry, rollout, existing[1] if existing else None)
+    move_pointer(
+        registry,
+        Move(
+            req.model,
+            CANARY,
+            req.version,
+            "rollout-step",
+            req.actor,
+            reason=f"rollout {rollout.id} started: {rollout.steps[0]}% on {req.version}"
+            + (f" ({req.reason})" if req.reason else ""),
+            extra={"rollout": summary(rollout)},
+        ),
+    )
+    return rollout
+
+
+def require(registry: Registry, model: str) -> tuple[Rollout, str]:
+    found = read(registry, model)
+    if found is None:
+        registry.require_model(model)
+        raise UsageError(
+            f"{model} has no rollout", hint=f"start one: modelswap rollout start {model} VERSION"
+        )
+    return found
+
+
+def advance(registry: Registry, model: str, actor: str, reason: str) -> Rollout:
+    """The next step now (a human's `rollout step`, or the controller's), or promotion at
+    the last one: CURRENT moves from exactly the baseline to the candidate."""
+    rollout, etag = require(registry, model)
+    if rollout.state != "running":
+        raise UsageError(
+            f"rollout {rollout.id} is {rollout.state}; only a running rollout steps",
+            hint=f"modelswap rollout resume {model}" if rollout.state == "paused" else None,
+        )
+    if not rollout.last_step:
+        nxt = rollout.but(step=rollout.step + 1, step_started=utc_now(), converged_since=None)
+        write(registry, nxt, etag)
+        log(registry, nxt, "rollout-step", actor, reason)
+        return nxt
+    move_pointer(
+        registry,
+        Move(
+            model,
+            CURRENT,
+            rollout.version,
+            "rollout-promote",
+            actor,
+            reason=reason,
+            expect=rollout.baseline,
+            extra={"rollout": summary(rollout)},
+        ),
+    )
+    done = rollout.but(state="promoted", stopped=f"promoted to CURRENT: {reason}")
+    write(registry, done, etag)
+    return done
+
+
+def set_state(registry: Registry, model: str, state: str, actor: str, reason: str) -> Rollout:
+    """pause, resume or abort (abort puts CANARY back on the baseline)."""
+    rollout, etag = require(registry, model)
+    allowed = {"paused": ("running",), "running": ("paused",), "aborted": ACTIVE}[state]
+    if rollout.state not in allowed:
+        raise UsageError(f"rollout {rollout.id} is {rollout.state}; cannot make it {state}")
+    if state == "running":
+        check_pointers(registry, rollout)  # a human's move in between: abort instead
+    changed = rollout.but(
+        state=state,
+        stopped=f"{state} by {actor}: {reason}" if state != "running" else None,
+        step_started=utc_now() if state == "running" else rollout.step_started,
+        converged_since=None,
+    )
+    write(registry, changed, etag)
+    if state == "aborted":
+        restore_canary(registry, changed, type_="rollout-abort", actor=actor, reason=reason)
+    else:
+        log(
+            registry,
+            changed,
+            f"rollout-{'pause' if state == 'paused' else 'resume'}",
+            actor,
+            reason,
+        )
+    return changed
+
+
+def restore_canary(
+    registry: Registry,
+    rollout: Rollout,
+    *,
+    type_: str,
+    actor: str,
+    reason: str,
+    evidence: dict[str, Any] | None = None,
+) -> None:
+    """CANARY back on what CURRENT names (the baseline, unless a human moved CURRENT), from
+    exactly the candidate: a CANARY someone else set is kept."""
+    current = read_pointer(registry, rollout.model, CURRENT)
+    with contextlib.suppress(PointerMoved):  # someone else set CANARY: theirs stays
+        move_pointer(
+            registry,
+            Move(
+                rollout.model,
+                CANARY,
+                current.version if current else rollout.baseline,
+                type_,
+                actor,
+                reason=reason,
+                expect=rollout.version,
+                extra={"rollout": summary(rollout, evidence)},
+            ),
+        )
+
+
+def check_pointers(registry: Registry, rollout: Rollout) -> None:
+    """PointerMoved when CANARY or CURRENT no longer holds what the rollout set."""
+    canary = read_pointer(registry, rollout.model, CANARY)
+    current = read_pointer(registry, rollout.model, CURRENT)
+    want_current = rollout.version if rollout.state == "promoted" else rollout.baseline
+    if canary is None or canary.version != rollout.version:
+        raise PointerMoved(
+            f"CANARY names {canary.version if canary else 'nothing'}, not the rollout's "
+            f"{rollout.version}: it was moved outside rollout {rollout.id}",
+            hint=f"`modelswap history {rollout.model}` shows who; abort the rollout or move "
+            f"CANARY back to {rollout.version}",
+        )
+    if current is None or current.version != want_current:
+        raise PointerMoved(
+            f"CURRENT names {current.version if current else 'nothing'}, not {want_current}: "
+            f"it was moved outside rollout {rollout.id}",
+            hint=f"`modelswap history {rollout.model}` shows who; abort the rollout",
+        )

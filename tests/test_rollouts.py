@@ -1,0 +1,385 @@
+"""Rollouts with ten real agent processes on a local folder and on SeaweedFS: the bucketed share
+follows CANARY at each step, the controller (a real `modelswap rollout run` process) promotes a
+good canary, rolls back and quarantines a corrupted one, stops when a human moves a pointer,
+and two controllers never both act, a killed one being resumed by the other."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import signal
+import subprocess
+import sys
+import threading
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from modelswap import keys, rollouts
+from modelswap.api import Registry as Api
+from modelswap.loader import ModelLoader
+from modelswap.registry import Registry
+from modelswap.store import open_store
+from modelswap.testing.agents import AgentProc
+from modelswap.testing.onnx_models import scale_model
+from tests.conftest import BUCKET, run_cli, wait_until
+
+N = 10
+PODS = [f"pod-{i}" for i in range(N)]
+
+
+def expected_bucket(salt: str, model: str, instance: str) -> float:
+    """PRODUCT.md section 10, computed here on its own: sha256 of `salt|model|instance`, the
+    first 8 bytes as a big-endian integer, over 2^64."""
+    digest = hashlib.sha256(f"{salt}|{model}|{instance}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+@dataclass
+class Fleet:
+    url: str
+    root: Path
+    agents: dict[str, AgentProc]
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return run_cli(*args, registry=self.url)
+
+    def publish(self, version: str, data: bytes) -> None:
+        path = self.root / uuid.uuid4().hex[:8] / "model.onnx"
+        path.parent.mkdir(parents=True)
+        path.write_bytes(data)
+        Api(self.url, actor="tester").publish("clf", [path], version=version, git_sha="0" * 40)
+
+    def rollout(self) -> rollouts.Rollout:
+        found = rollouts.read(Registry(open_store(self.url)), "clf")
+        assert found is not None
+        return found[0]
+
+    def pointer(self, name: str) -> str:
+        return Api(self.url).pointer_version("clf", name)
+
+    def events(self) -> list[dict[str, Any]]:
+        r = self.cli("history", "clf", "--json")
+        assert r.returncode == 0, r.stderr
+        rows: list[dict[str, Any]] = json.loads(r.stdout)
+        return rows
+
+    def all_on(self, version: str) -> bool:
+        return all(a.status()["active_version"] == version for a in self.agents.values())
+
+    def start(self, version: str, *flags: str) -> rollouts.Rollout:
+        r = self.cli("rollout", "start", "clf", version, *flags)
+        assert r.returncode == 0, r.stderr
+        return self.rollout()
+
+
+class Controller:
+    """A real `modelswap rollout run` process; its lines are collected as they come."""
+
+    def __init__(self, fleet: Fleet, name: str) -> None:
+        self.lines: list[str] = []
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "modelswap",
+                "rollout",
+                "run",
+                "clf",
+                "--interval",
+                "0.3",
+                "--stale-after",
+                "15",
+                "--registry",
+                fleet.url,
+                "--actor",
+                name,
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.append(line.rstrip())
+
+    def said(self, text: str) -> bool:
+        return any(text in line for line in self.lines)
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            self.proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="module", params=["local", "s3"])
+def fleet(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Fleet]:
+    root = tmp_path_factory.mktemp(f"rollout-{request.param}")
+    if request.param == "local":
+        url = str(root / "registry")
+    else:
+        request.getfixturevalue("s3_server")
+        url = f"s3://{BUCKET}/rollout-{uuid.uuid4().hex[:8]}"
+    f = Fleet(url, root, {})
+    f.publish("v1", b"version one")
+    assert f.cli("promote", "clf", "v1").returncode == 0
+    for pod in PODS:
+        f.agents[pod] = AgentProc(
+            url, "clf", root / pod, "--instance-id", pod, "--report", "--report-interval",
+            "0.3", "--interval", "0.3", "--max-backoff", "1",
+        )  # fmt: skip
+    try:
+        for agent in f.agents.values():
+            agent.wait_started(timeout=60)
+        wait_until(lambda: f.all_on("v1"), timeout=60)
+        yield f
+    finally:
+        for agent in f.agents.values():
+            agent.stop()
+
+
+def test_each_step_moves_exactly_the_bucketed_share(fleet: Fleet) -> None:
+    """Stepped by hand: at each step exactly the instances whose bucket is below the step's
+    fraction follow CANARY (a share that only grows), the rest CURRENT; the last step
+    promotes, and then everyone follows CURRENT on the new version."""
+    base = fleet.pointer("CURRENT")
+    fleet.publish("v2", b"version two")
+    r = fleet.start("v2", "--steps", "20,50,100", "--bake", "1h")
+    buckets = {pod: expected_bucket(r.salt, "clf", pod) for pod in PODS}
+    previous: set[str] = set()
+    for step, percent in enumerate((20, 50, 100)):
+        share = {pod for pod, b in buckets.items() if b < percent / 100}
+        assert previous <= share
+        previous = share
+
+        def placed(share: set[str] = share) -> bool:
+            for pod, agent in fleet.agents.items():
+                s = agent.status()
+                want = ("CANARY", "v2") if pod in share else ("CURRENT", base)
+                if (s["follows"], s["active_version"], s["rollout"]) != (*want, r.id):
+                    return False
+            return True
+
+        wait_until(placed, timeout=30)
+        for pod, agent in fleet.agents.items():
+            assert agent.status()["bucket"] == pytest.approx(buckets[pod])
+        assert fleet.rollout().step == step
+        assert fleet.cli("rollout", "step", "clf", "--reason", f"step {step}").returncode == 0
+    assert fleet.rollout().state == "promoted"
+    assert fleet.pointer("CURRENT") == "v2"
+    wait_until(lambda: all(a.status()["follows"] == "CURRENT" for a in fleet.agents.values()))
+    assert fleet.all_on("v2")
+    types = [e["type"] for e in fleet.events() if e["type"].startswith("rollout")]
+    assert types[-4:] == ["rollout-step", "rollout-step", "rollout-step", "rollout-promote"]
+    wait_until(lambda: fleet.cli("status", "clf", "--check").returncode == 0, timeout=15)
+
+
+def test_the_controller_promotes_a_good_canary(fleet: Fleet) -> None:
+    fleet.publish("v3", b"version three")
+    fleet.start("v3", "--steps", "30,100", "--bake", "1s", "--reason", "more data")
+    controller = Controller(fleet, "controller@ci")
+    try:
+        wait_until(lambda: fleet.rollout().state == "promoted", timeout=60)
+    finally:
+        controller.stop()
+    assert fleet.pointer("CURRENT") == "v3"
+    wait_until(lambda: fleet.all_on("v3"), timeout=30)
+    last = fleet.events()[-1]
+    assert (last["type"], last["pointer"], last["to"], last["actor"]) == (
+        "rollout-promote",
+        "CURRENT",
+        "v3",
+        "controller@ci",
+    )
+    assert "held" in last["reason"]
+    assert controller.said("promote:")
+
+
+def test_a_corrupted_canary_is_rolled_back_quarantined_and_recorded(fleet: Fleet) -> None:
+    """Bytes changed in the store after publish (same size, so promote's size check passes):
+    the canary share refuses it, the controller rolls back with no one typing anything."""
+    base = fleet.pointer("CURRENT")
+    fleet.publish("v4", b"version four")
+    store = open_store(fleet.url)
+    store.put(keys.version_file("clf", "v4", "model.onnx"), b"version FOUR")
+    r = fleet.start("v4", "--steps", "30,100", "--bake", "1s")
+    controller = Controller(fleet, "controller@ci")
+    try:
+        wait_until(lambda: fleet.rollout().state == "rolled-back", timeout=60)
+    finally:
+        controller.stop()
+    assert fleet.pointer("CANARY") == base
+    assert fleet.pointer("CURRENT") == base
+    record = json.loads(store.read(keys.quarantine("clf", "v4")).data)
+    assert record["rollout"] == r.id
+    assert "refused v4" in record["reason"]
+    assert any(i["refused_version"] == "v4" for i in record["evidence"]["instances"])
+    event = fleet.events()[-1]
+    assert (event["type"], event["pointer"], event["from"], event["to"]) == (
+        "auto-rollback",
+        "CANARY",
+        "v4",
+        base,
+    )
+    assert event["rollout"]["evidence"]["why"] == record["reason"]
+    wait_until(lambda: fleet.all_on(base), timeout=30)
+    for agent in fleet.agents.values():
+        assert "v4" not in agent.status()["local_versions"]
+    refused = fleet.cli("promote", "clf", "v4")
+    assert refused.returncode == 1
+    assert "clf/v4 is quarantined" in refused.stderr
+    again = fleet.cli("rollout", "start", "clf", "v4")
+    assert again.returncode == 1
+    assert "quarantined" in again.stderr
+
+
+def test_a_human_move_stops_the_controller_and_is_never_overwritten(fleet: Fleet) -> None:
+    base = fleet.pointer("CURRENT")
+    fleet.publish("v5", b"version five")
+    fleet.publish("v6", b"version six")
+    fleet.start("v5", "--steps", "50,100", "--bake", "1h")
+    controller = Controller(fleet, "controller@ci")
+    try:
+        wait_until(lambda: fleet.rollout().converged_since is not None, timeout=60)
+        assert fleet.cli("promote", "clf", "v6", "--reason", "hotfix").returncode == 0
+        wait_until(lambda: fleet.rollout().state == "paused", timeout=30)
+        assert "CURRENT names v6" in (fleet.rollout().stopped or "")
+        assert controller.said("halt:")
+        wait_until(lambda: len([line for line in controller.lines if "idle" in line]) > 0)
+        assert fleet.pointer("CURRENT") == "v6"
+        assert fleet.pointer("CANARY") == "v5"
+    finally:
+        controller.stop()
+    assert fleet.events()[-1]["type"] == "rollout-halt"
+    resumed = fleet.cli("rollout", "resume", "clf")
+    assert resumed.returncode == 1  # CURRENT is not the rollout's baseline any more
+    assert "CURRENT names v6" in resumed.stderr
+    assert fleet.cli("rollout", "abort", "clf", "--reason", "superseded").returncode == 0
+    assert fleet.pointer("CANARY") == "v6"  # back on what CURRENT names
+    wait_until(lambda: fleet.all_on("v6"), timeout=30)
+    assert base != "v6"
+
+
+def test_two_controllers_never_both_act_and_a_killed_one_is_resumed(fleet: Fleet) -> None:
+    fleet.publish("v7", b"version seven")
+    r = fleet.start("v7", "--steps", "30,60,100", "--bake", "1s")
+    first, second = Controller(fleet, "first@ci"), Controller(fleet, "second@ci")
+    try:
+        wait_until(lambda: first.said("holding the lease") or second.said("holding"), timeout=20)
+        holder, standby = (first, second) if first.said("holding the lease") else (second, first)
+        wait_until(lambda: standby.said("standby"), timeout=10)
+        wait_until(lambda: fleet.rollout().step >= 1, timeout=60)
+        holder.stop(signal.SIGKILL)  # mid-rollout, no chance to release the lease
+        wait_until(lambda: standby.said("holding the lease"), timeout=20)
+        wait_until(lambda: fleet.rollout().state == "promoted", timeout=90)
+    finally:
+        first.stop()
+        second.stop()
+    ours = [e for e in fleet.events() if e.get("rollout", {}).get("id") == r.id]
+    assert [e["type"] for e in ours] == [
+        "rollout-step",
+        "rollout-step",
+        "rollout-step",
+        "rollout-promote",
+    ]
+    assert [e["rollout"]["step"] for e in ours] == [1, 2, 3, 3]
+    assert fleet.pointer("CURRENT") == "v7"
+
+
+def test_a_canary_the_loader_cannot_load_is_rolled_back(tmp_path: Path) -> None:
+    """Three agents beside three real in-app loaders (--loader-url): a version whose bytes are
+    intact but are no ONNX model is linked by the canary share, refused by its loaders (which
+    keep serving the old one), reported, and rolled back by the controller."""
+    url = str(tmp_path / "registry")
+    api = Api(url, actor="tester")
+    api.publish("clf", [scale_model(tmp_path / "a" / "model.onnx", 1.0)], version="v1")
+    api.promote("clf", "v1")
+    bad = tmp_path / "b" / "model.onnx"
+    bad.parent.mkdir()
+    bad.write_bytes(b"these bytes are intact, and they are not an ONNX model")
+    api.publish("clf", [bad], version="v2")
+    fleet = Fleet(url, tmp_path, {})
+    loaders = []
+    try:
+        for pod in PODS[:3]:
+            link = tmp_path / pod / "clf" / "current"
+            loader = ModelLoader(link, health_port=0, poll_interval_s=0.1).start()
+            loaders.append(loader)
+            fleet.agents[pod] = AgentProc(
+                url, "clf", tmp_path / pod, "--instance-id", pod, "--report",
+                "--report-interval", "0.3", "--interval", "0.3",
+                "--loader-url", f"http://127.0.0.1:{loader.health_port}/health",
+            ).wait_started()  # fmt: skip
+        wait_until(lambda: all(loader.version == "v1" for loader in loaders), timeout=30)
+        fleet.start("v2", "--steps", "100", "--bake", "1s")
+        controller = Controller(fleet, "controller@ci")
+        try:
+            wait_until(lambda: fleet.rollout().state == "rolled-back", timeout=60)
+        finally:
+            controller.stop()
+        assert "the loader refused it" in (fleet.rollout().stopped or "")
+        assert all(loader.version == "v1" for loader in loaders)  # never stopped serving
+        assert fleet.pointer("CANARY") == "v1"
+        wait_until(lambda: fleet.all_on("v1"), timeout=30)
+    finally:
+        for agent in fleet.agents.values():
+            agent.stop()
+        for loader in loaders:
+            loader.stop()
+
+
+def test_the_bucket_formula_and_bad_rollouts_are_refused_clearly(tmp_path: Path) -> None:
+    """The formula against fixed values; bad flags and states are one error and one hint;
+    ROLLOUT is never shown or moved as a pointer; a malformed ROLLOUT moves no agent."""
+    assert rollouts.bucket("s", "m", "i") == expected_bucket("s", "m", "i")
+    digest = hashlib.sha256(b"salt|clf|pod-0").digest()
+    assert rollouts.bucket("salt", "clf", "pod-0") == int.from_bytes(digest[:8], "big") / 2**64
+    url = str(tmp_path / "registry")
+    fleet = Fleet(url, tmp_path, {})
+    fleet.publish("v1", b"one")
+    fleet.publish("v2", b"two")
+    assert fleet.cli("promote", "clf", "v1").returncode == 0
+    for flags, why in [
+        (("--steps", "50,20,100"), "steps must rise"),
+        (("--steps", "10,50"), "the last step must be 100"),
+        (("--steps", "0,100"), "each step is a percent in 1..100"),
+        (("--steps", "x"), "--steps"),
+        (("--bake", "soon"), "--bake"),
+    ]:
+        r = fleet.cli("rollout", "start", "clf", "v2", *flags)
+        assert r.returncode == 2, r.stderr
+        lines = r.stderr.strip().splitlines()
+        assert why in lines[0], r.stderr
+        assert lines[1].startswith("hint: ")
+    r = fleet.cli("rollout", "start", "clf", "v1")
+    assert r.returncode == 2
+    assert "already names v1" in r.stderr
+    assert fleet.cli("rollout", "status", "clf").stdout.startswith("clf: no rollout")
+    fleet.start("v2", "--steps", "100")
+    r = fleet.cli("rollout", "start", "clf", "v2")
+    assert r.returncode == 1
+    assert "is running" in r.stderr
+    assert fleet.cli("promote", "clf", "v2", "--pointer", "ROLLOUT").returncode == 1
+    versions = fleet.cli("versions", "clf")
+    assert versions.returncode == 0
+    assert "warning" not in versions.stderr  # ROLLOUT is JSON, not a malformed pointer
+    open_store(url).put(keys.rollout("clf"), b"{not json")
+    r = fleet.cli("rollout", "status", "clf")
+    assert r.returncode == 1
+    assert "ROLLOUT is not valid JSON" in r.stderr
+    once = fleet.cli(
+        "agent", "clf", "--dest", str(tmp_path / "d"), "--once", "--report", "--instance-id", "x"
+    )
+    assert once.returncode == 0, once.stderr
+    assert json.loads(open_store(url).read(keys.fleet_report("clf", "x")).data)["follows"] == (
+        "CURRENT"
+    )
