@@ -152,20 +152,24 @@ class Registry(VersionVerbs, RolloutVerbs):
         version = check_version(version)
         if force and not reason:
             raise UsageError("force needs a reason", hint='e.g. reason="hotfix, eval set stale"')
+        expect = check_version(expect) if expect else None
+        # The gate's options are checked before the store is touched.
+        spec = (
+            GateSpec(Path(eval_set), *parse_metric(metric), tolerance, evaluator, minimum)
+            if eval_set is not None
+            else None
+        )
         quarantined = rollouts.quarantined(self._versions, model, version)
         if quarantined is not None and not force:
             rollouts.refuse_quarantined(self._versions, model, version)
-        if force and eval_set is None and quarantined is None:
+        if force and spec is None and quarantined is None:
             raise UsageError(
                 "--force overrides a gate or a quarantine; give the gate's --eval-set too",
                 hint="without gate options promote is not gated and needs no --force",
             )
-        expect = check_version(expect) if expect else None
         gate_record: GateRecord | None = None
         result: GateResult | None = None
-        if eval_set is not None:
-            # The gate's options are checked before the store is touched.
-            spec = GateSpec(Path(eval_set), *parse_metric(metric), tolerance, evaluator, minimum)
+        if spec is not None:
             state = read_pointer(self._versions, model, pointer)
             against = state.version if state else None
             try:
