@@ -143,11 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _add_copy_commands(command: Command) -> None:
-    p = command("download", cmd_download, "a verified copy of a version in a new folder")
-    p.add_argument("model")
-    p.add_argument("version", metavar="VERSION|POINTER", help="e.g. v3 or CURRENT")
-    p.add_argument("dest", metavar="DEST", help="folder to create (must not exist)")
+def _add_trust_key(p: _Parser) -> None:
     add_flag(
         p,
         "--trust-key",
@@ -157,17 +153,18 @@ def _add_copy_commands(command: Command) -> None:
         "(repeatable)",
     )
 
+
+def _add_copy_commands(command: Command) -> None:
+    p = command("download", cmd_download, "a verified copy of a version in a new folder")
+    p.add_argument("model")
+    p.add_argument("version", metavar="VERSION|POINTER", help="e.g. v3 or CURRENT")
+    p.add_argument("dest", metavar="DEST", help="folder to create (must not exist)")
+    _add_trust_key(p)
+
     p = command("verify", cmd_verify, "re-read stored files and check size and sha256")
     p.add_argument("model")
     p.add_argument("version", nargs="?", help="default: every version")
-    add_flag(
-        p,
-        "--trust-key",
-        action="append",
-        default=[],
-        help="public key (PEM) or folder of keys; only versions one of them signed pass "
-        "(repeatable)",
-    )
+    _add_trust_key(p)
     add_flag(p, "--json", action="store_true", help="problems and signer per version as JSON")
 
 
@@ -320,14 +317,7 @@ def _add_fleet_commands(command: Command) -> None:
         help="file with the bearer token POST /refresh needs from non-loopback peers "
         "(else MODELSWAP_REFRESH_TOKEN; without either, only loopback may refresh)",
     )
-    add_flag(
-        p,
-        "--trust-key",
-        action="append",
-        default=[],
-        help="public key (PEM) or folder of keys; only versions one of them signed pass "
-        "(repeatable)",
-    )
+    _add_trust_key(p)
     add_flag(
         p,
         "--loader-url",
