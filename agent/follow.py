@@ -19,6 +19,7 @@ class Choice:
     reason: str
     rollout: str | None = None
     bucket: float | None = None
+    version: str | None = None  # the rollout's candidate: CANARY is followed only to it
 
 
 class Follower:
@@ -40,7 +41,7 @@ class Follower:
         if r is None:
             return Choice(rollouts.CURRENT, "no rollout")
         pointer, bucket, why = r.follows(self.state.instance)
-        return Choice(pointer, why, r.id, bucket)
+        return Choice(pointer, why, r.id, bucket, r.version)
 
     def _read(self) -> None:
         key = keys.rollout(self.state.model)

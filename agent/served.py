@@ -43,7 +43,8 @@ def check(state: AgentState, url: str) -> None:
         if active is None:
             return
         if state.served_version == active:
-            if state.refused_version == active:
-                state.refused_version, state.refusal = None, None
-        elif isinstance(error, str) and error:
+            state.refused_version, state.refusal = None, None
+        elif isinstance(error, str) and error.startswith(f"{active}:"):
+            # the loader's errors start with the folder it tried: only this version's count,
+            # never a leftover error about an earlier one
             state.refused_version, state.refusal = active, f"the loader refused it: {error}"

@@ -152,6 +152,12 @@ class Syncer:
                 raise
             choice = Choice(self.state.pointer, f"{choice.pointer} is not set; {choice.reason}")
             desired = self._read_pointer(choice.pointer)
+        canary = choice.pointer != self.state.pointer
+        if canary and choice.version is not None and desired != choice.version:
+            # A CANARY the rollout has not set (yet, or a stale one): never followed.
+            why = f"{choice.pointer} names {desired}, not the rollout's {choice.version}"
+            choice = Choice(self.state.pointer, why, choice.rollout, choice.bucket)
+            desired = self._read_pointer(choice.pointer)
         with self.state.lock:
             self.state.follows = choice.pointer
             self.state.follow_reason = choice.reason
@@ -195,7 +201,7 @@ class Syncer:
                 self.state.refused_version, self.state.refusal = self.state.desired_version, str(e)
             raise
         with self.state.lock:
-            if self.state.refused_version == result.active and not self.loader_url:
+            if not self.loader_url:  # linked what it refused, or the pointer moved on from it
                 self.state.refused_version, self.state.refusal = None, None
         if self.loader_url:
             served.check(self.state, self.loader_url)

@@ -62,8 +62,11 @@ def test_a_canary_the_loader_cannot_load_is_rolled_back(tmp_path: Path) -> None:
 
 
 def test_the_bucket_formula_and_bad_rollouts_are_refused_clearly(tmp_path: Path) -> None:
-    """The formula against fixed values; bad flags and states are one error and one hint;
+    """The formula against fixed values (computed once, by hand-checked code, and frozen here);
+    bad flags and states are one error and one hint;
     ROLLOUT is never shown or moved as a pointer; a malformed ROLLOUT moves no agent."""
+    assert rollouts.bucket("salt", "clf", "pod-0") == 0.8067677799047407
+    assert rollouts.bucket("a1b2", "churn", "web-7") == 0.8922470507865576
     assert rollouts.bucket("s", "m", "i") == expected_bucket("s", "m", "i")
     digest = hashlib.sha256(b"salt|clf|pod-0").digest()
     assert rollouts.bucket("salt", "clf", "pod-0") == int.from_bytes(digest[:8], "big") / 2**64
@@ -78,6 +81,7 @@ def test_the_bucket_formula_and_bad_rollouts_are_refused_clearly(tmp_path: Path)
         (("--steps", "0,100"), "each step is a percent in 1..100"),
         (("--steps", "x"), "--steps"),
         (("--bake", "soon"), "--bake"),
+        (("--salt", "x" * 200), "--salt must be 1 to 128 characters"),
     ]:
         r = fleet.cli("rollout", "start", "clf", "v2", *flags)
         assert r.returncode == 2, r.stderr
@@ -163,3 +167,63 @@ def test_promote_past_a_quarantine_needs_force_and_a_reason(tmp_path: Path) -> N
     assert event["quarantine_overridden"]["rollout"] == r.id
     status = api.rollout_status("clf").to_json()
     assert (status["rollout"]["state"], status["current"]) == ("aborted", "v2")
+
+
+def test_a_crashed_start_is_finished_and_a_stale_canary_is_never_followed(
+    tmp_path: Path,
+) -> None:
+    """ROLLOUT written by a `rollout start` that died before moving CANARY, while CANARY still
+    names another version (v3): the agent in the share keeps following CURRENT (never links
+    v3), and the controller finishes the start (CANARY to v2) and then promotes."""
+    url = str(tmp_path / "registry")
+    fleet = Fleet(url, tmp_path, {})
+    for v in ("v1", "v2", "v3"):
+        fleet.publish(v, f"version {v}".encode())
+    assert fleet.cli("promote", "clf", "v1").returncode == 0
+    assert fleet.cli("promote", "clf", "v3", "--pointer", "CANARY").returncode == 0
+    long_ago = "2026-01-01T00:00:00.000Z"
+    crashed = rollouts.Rollout(
+        id="crashed00001",
+        model="clf",
+        version="v2",
+        baseline="v1",
+        salt="s",
+        steps=(100,),
+        step=0,
+        state="running",
+        started=long_ago,
+        updated=long_ago,
+        step_started=long_ago,
+        actor="ci@dead",
+        bake_s=0.0,
+        deadline_s=600.0,
+        pending={"action": "start", "actor": "ci@dead", "reason": None, "at": long_ago},
+    )
+    rollouts.write(Registry(open_store(url)), crashed, None)
+    agent = AgentProc(
+        url, "clf", tmp_path / "pod-0", "--instance-id", "pod-0", "--report",
+        "--report-interval", "0.3", "--interval", "0.3",
+    ).wait_started()  # fmt: skip
+    fleet.agents["pod-0"] = agent
+    try:
+        wait_until(lambda: agent.status()["rollout"] == "crashed00001", timeout=20)
+        status = agent.status()
+        assert (status["follows"], status["active_version"]) == ("CURRENT", "v1")
+        assert "CANARY names v3, not the rollout's v2" in status["follow_reason"]
+        controller = Controller(fleet, "controller@ci")
+        try:
+            controller.wait(lambda: fleet.rollout().state == "promoted", timeout=60)
+        finally:
+            controller.stop()
+        assert controller.said("recover: finished the start by ci@dead")
+        assert "v3" not in agent.status()["local_versions"]
+        started = [e for e in fleet.events() if e.get("rollout", {}).get("id") == "crashed00001"]
+        assert [e["type"] for e in started] == ["rollout-step", "rollout-promote"]
+        assert (started[0]["from"], started[0]["to"], started[0]["actor"]) == (
+            "v3",
+            "v2",
+            "ci@dead",
+        )
+        wait_until(lambda: fleet.all_on("v2"), timeout=30)
+    finally:
+        agent.stop()

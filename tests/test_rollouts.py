@@ -37,6 +37,17 @@ def expected_bucket(salt: str, model: str, instance: str) -> float:
     return int.from_bytes(digest[:8], "big") / 2**64
 
 
+def share_salt(steps: list[int], pods: list[str] = PODS) -> str:
+    for n in range(1000):
+        salt = f"salt-{n}"
+        shares = [
+            sum(expected_bucket(salt, "clf", p) < s / 100 for p in pods) for s in steps if s < 100
+        ]
+        if all(0 < k < len(pods) for k in shares):
+            return salt
+    raise AssertionError("no salt found")
+
+
 @dataclass
 class Fleet:
     url: str
@@ -70,7 +81,10 @@ class Fleet:
         return all(a.status()["active_version"] == version for a in self.agents.values())
 
     def start(self, version: str, *flags: str) -> rollouts.Rollout:
-        r = self.cli("rollout", "start", "clf", version, *flags)
+        """rollout start, with a salt that puts some but not all instances in every step's
+        share below 100% (a random one leaves a 10% share of ten instances empty often)."""
+        steps = [int(s) for s in flags[flags.index("--steps") + 1].split(",")]
+        r = self.cli("rollout", "start", "clf", version, *flags, "--salt", share_salt(steps))
         assert r.returncode == 0, r.stderr
         return self.rollout()
 

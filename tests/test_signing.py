@@ -167,8 +167,9 @@ def test_a_linked_unsigned_version_stays_linked_and_is_reported(
     tmp_path: Path, model_file: MakeFile, release: tuple[Path, Path, str]
 ) -> None:
     """An agent started with --trust-key on a volume whose linked version is unsigned (linked
-    by an agent without keys) never deletes it: it stays linked, --once exits 1 saying why,
-    and the signer record is gone; once the pointer names a signed version it is linked."""
+    by an agent without keys) never deletes it: it stays linked with its bytes, --once exits 1
+    saying why, and no signer is recorded for it; once the pointer names a signed version it
+    is linked and its signer recorded."""
     url, dest = str(tmp_path / "reg"), tmp_path / "dest"
     _publish(url, model_file, "clf", "v1", b"unsigned", None)
     _promote(url, "clf", "v1")
@@ -186,6 +187,8 @@ def test_a_linked_unsigned_version_stays_linked_and_is_reported(
     assert r.returncode == 1
     assert "clf/v1 is not signed" in r.stderr
     assert linked(dest) == "versions/v1"
+    assert (dest / "clf" / "versions" / "v1" / "model.onnx").read_bytes() == b"unsigned"
+    assert not (dest / "clf" / ".signers" / "v1.json").exists()
     _publish(url, model_file, "clf", "v2", b"signed", release[0])
     _promote(url, "clf", "v2")
     trust = tmp_path / "trust"  # a mounted ConfigMap: the key behind a ..data link

@@ -52,6 +52,7 @@ class RolloutVerbs:
         min_instances: int = 1,
         deadline_s: float = rollouts.DEFAULT_DEADLINE_S,
         reason: str | None = None,
+        salt: str | None = None,
     ) -> Rollout:
         """Start rolling `version` out to a share of the fleet (CANARY names it); the
         controller (`rollout_run`) steps, promotes, or rolls it back."""
@@ -64,6 +65,7 @@ class RolloutVerbs:
             min_instances=min_instances,
             deadline_s=deadline_s,
             reason=reason,
+            salt=salt,
         )
         return rollout_verbs.start(self._versions, req)
 
@@ -89,7 +91,8 @@ class RolloutVerbs:
     def rollout_step(self, model: str, *, reason: str | None = None) -> Rollout:
         """The next step now (promotion at the last), whatever the controller would judge."""
         why = reason or f"stepped by {self.actor}"
-        return rollout_verbs.advance(self._versions, check_model(model), self.actor, why)
+        r, etag = rollout_verbs.require(self._versions, check_model(model))
+        return rollout_verbs.advance(self._versions, r, etag, self.actor, why)
 
     def rollout_pause(self, model: str, *, reason: str | None = None) -> Rollout:
         return self._set(model, "paused", reason)

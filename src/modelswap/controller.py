@@ -26,6 +26,7 @@ from modelswap.rollouts import CANARY, Rollout
 
 REPORT_MAX_BYTES = 1 << 20
 STALE_AFTER_S = 90.0
+PENDING_GRACE_S = 10.0  # a decision unfinished for this long was left by a crashed writer
 CONTROLLER_LOCK = "rollout-controller"
 
 
@@ -119,6 +120,8 @@ def tick(
     if found is None:
         return Decision("idle", f"{model} has no rollout")
     r, etag = found
+    if r.pending is not None:
+        return _finish(registry, r, etag, actor)
     if r.state != "running":
         return Decision("idle", f"rollout {r.id} is {r.state}", r)
     try:
@@ -126,7 +129,11 @@ def tick(
     except PointerMoved as e:
         return _halt(registry, r, etag, actor, str(e))
     instances = fleet(registry, r, stale_after_s)
-    refused = [i for i in instances if i.refused_version == r.version]
+    refused = [
+        i
+        for i in instances  # a refusal counts from the share of this rollout only
+        if i.refused_version == r.version and i.rollout == r.id and i.follows == CANARY
+    ]
     if refused:
         first = refused[0]
         why = f"{len(refused)} instance(s) refused {r.version}; {first.name}: {first.refusal}"
@@ -168,7 +175,7 @@ def tick(
         f"{baked:.0f} s; {nxt}"
     )
     try:
-        moved = rollout_verbs.advance(registry, model, actor, reason)
+        moved = rollout_verbs.advance(registry, r, etag, actor, reason)
     except PointerMoved as e:
         return _halt(registry, r, etag, actor, str(e))
     action = "promote" if moved.state == "promoted" else "step"
@@ -193,22 +200,43 @@ def _rollback(
         "instances": [i.to_json() for i in instances if i.bucket < max(r.fraction, 0.0)]
         or [i.to_json() for i in instances],
     }
-    rollouts.quarantine(registry, r, why, evidence)
-    done = r.but(state="rolled-back", stopped=f"rolled back by the controller: {why}",
-                 evidence=evidence)  # fmt: skip
-    rollouts.write(registry, done, etag)
-    rollout_verbs.restore_canary(
-        registry, done, type_="auto-rollback", actor=actor, reason=why, evidence=evidence
+    done = r.but(
+        state="rolled-back",  # at once: every agent follows CURRENT again
+        stopped=f"rolled back by the controller: {why}",
+        evidence=evidence,
+        pending=rollout_verbs.intent("rollback", actor, why, evidence),
     )
+    done, _ = rollout_verbs.finish(registry, done, rollouts.write(registry, done, etag))
     return Decision("rollback", why, done)
 
 
 def _halt(registry: Registry, r: Rollout, etag: str, actor: str, why: str) -> Decision:
     """A human moved a pointer the rollout set: stop, move nothing, and say so."""
-    halted = r.but(state="paused", stopped=f"controller stopped: {why}")
-    rollouts.write(registry, halted, etag)
-    rollouts.log(registry, halted, "rollout-halt", actor, why)
+    halted = r.but(
+        state="paused",
+        stopped=f"controller stopped: {why}",
+        pending=rollout_verbs.intent("halt", actor, why),
+    )
+    halted, _ = rollout_verbs.finish(registry, halted, rollouts.write(registry, halted, etag))
     return Decision("halt", why, halted)
+
+
+def _finish(registry: Registry, r: Rollout, etag: str, actor: str) -> Decision:
+    """A decision whose side effects are not all done: the writer's own, while it may still be
+    at work (PENDING_GRACE_S); after that a crashed writer's, and it is finished here."""
+    pending = r.pending or {}
+    what = f"{pending.get('action')} by {pending.get('actor')}"
+    try:
+        age = (datetime.now(UTC) - parse_time(str(pending.get("at")))).total_seconds()
+    except ValueError:
+        age = PENDING_GRACE_S
+    if age < PENDING_GRACE_S:
+        return Decision("waiting", f"rollout {r.id}: {what} is being carried out", r)
+    try:
+        done, _ = rollout_verbs.finish(registry, r, etag, recovering=True)
+    except PointerMoved as e:
+        return _halt(registry, r.but(pending=None), etag, actor, str(e))
+    return Decision("recover", f"finished the {what} left unfinished", done)
 
 
 def lease(registry: Registry, model: str, actor: str) -> locks.Lease:
@@ -262,6 +290,10 @@ def run(
                     if once:
                         raise
                     decision = Decision("error", f"{e} (hint: {e.hint})")
+                except Exception as e:  # a bug must not end the controller
+                    if once:
+                        raise
+                    decision = Decision("error", f"unexpected {type(e).__name__}: {e}")
                 line = f"{decision.action}: {decision.detail}"
                 if line != said:
                     said = line

@@ -22,6 +22,7 @@ from modelswap.rollouts import (
     Rollout,
     check_steps,
     log,
+    quarantine,
     read,
     refuse_quarantined,
     summary,
@@ -39,6 +40,7 @@ class StartRequest:
     min_instances: int = 1
     deadline_s: float = DEFAULT_DEADLINE_S
     reason: str | None = None
+    salt: str | None = None  # the same salt keeps the same instances in the share
 
 
 def start(registry: Registry, req: StartRequest) -> Rollout:
@@ -47,6 +49,8 @@ def start(registry: Registry, req: StartRequest) -> Rollout:
         raise UsageError(problem)
     if req.bake_s < 0 or req.deadline_s <= 0 or req.min_instances < 1:
         raise UsageError("--bake must be >= 0, --progress-deadline > 0, --min-instances >= 1")
+    if req.salt is not None and not 0 < len(req.salt) <= 128:
+        raise UsageError("--salt must be 1 to 128 characters", hint="e.g. --salt cohort-a")
     registry.check_stored(req.model, req.version)
     refuse_quarantined(registry, req.model, req.version)
     baseline = require_pointer(registry, req.model, CURRENT).version
@@ -69,7 +73,7 @@ def start(registry: Registry, req: StartRequest) -> Rollout:
         model=req.model,
         version=req.version,
         baseline=baseline,
-        salt=secrets.token_hex(8),
+        salt=req.salt or secrets.token_hex(8),
         steps=tuple(req.steps),
         step=0,
         state="running",
@@ -82,21 +86,11 @@ def start(registry: Registry, req: StartRequest) -> Rollout:
         min_instances=req.min_instances,
         deadline_s=req.deadline_s,
     )
-    write(registry, rollout, existing[1] if existing else None)
-    move_pointer(
-        registry,
-        Move(
-            req.model,
-            CANARY,
-            req.version,
-            "rollout-step",
-            req.actor,
-            reason=f"rollout {rollout.id} started: {rollout.steps[0]}% on {req.version}"
-            + (f" ({req.reason})" if req.reason else ""),
-            extra={"rollout": summary(rollout)},
-        ),
-    )
-    return rollout
+    # ROLLOUT first (of two starts one wins), then CANARY: agents follow CANARY only once it
+    # names the candidate (follow.py), and a crash in between is finished by the controller.
+    pending = rollout.but(pending=intent("start", req.actor, req.reason))
+    etag = write(registry, pending, existing[1] if existing else None)
+    return finish(registry, pending, etag)[0]
 
 
 def require(registry: Registry, model: str) -> tuple[Rollout, str]:
@@ -109,64 +103,117 @@ def require(registry: Registry, model: str) -> tuple[Rollout, str]:
     return found
 
 
-def advance(registry: Registry, model: str, actor: str, reason: str) -> Rollout:
-    """The next step now (a human's `rollout step`, or the controller's), or promotion at
-    the last one: CURRENT moves from exactly the baseline to the candidate."""
-    rollout, etag = require(registry, model)
-    if rollout.state != "running":
+def advance(registry: Registry, rollout: Rollout, etag: str, actor: str, reason: str) -> Rollout:
+    """The next step of exactly this rollout as read (ETag), or promotion at the last one:
+    CURRENT moves from exactly the baseline to the candidate. A ROLLOUT changed meanwhile (a
+    human's step, another controller) fails the compare-and-swap: nothing moves."""
+    if rollout.state != "running" or rollout.pending is not None:
         raise UsageError(
-            f"rollout {rollout.id} is {rollout.state}; only a running rollout steps",
-            hint=f"modelswap rollout resume {model}" if rollout.state == "paused" else None,
+            f"rollout {rollout.id} is {rollout.state}"
+            + (f" and finishing a {rollout.pending['action']}" if rollout.pending else "")
+            + "; only a running rollout steps",
+            hint=f"modelswap rollout resume {rollout.model}" if rollout.state == "paused" else None,
         )
-    if not rollout.last_step:
-        nxt = rollout.but(step=rollout.step + 1, step_started=utc_now(), converged_since=None)
-        write(registry, nxt, etag)
-        log(registry, nxt, "rollout-step", actor, reason)
-        return nxt
-    move_pointer(
-        registry,
-        Move(
-            model,
-            CURRENT,
-            rollout.version,
-            "rollout-promote",
-            actor,
-            reason=reason,
-            expect=rollout.baseline,
-            extra={"rollout": summary(rollout)},
-        ),
-    )
-    done = rollout.but(state="promoted", stopped=f"promoted to CURRENT: {reason}")
-    write(registry, done, etag)
-    return done
+    if rollout.last_step:
+        nxt = rollout.but(pending=intent("promote", actor, reason))
+    else:
+        nxt = rollout.but(
+            step=rollout.step + 1,
+            step_started=utc_now(),
+            converged_since=None,
+            pending=intent("step", actor, reason),
+        )
+    return finish(registry, nxt, write(registry, nxt, etag))[0]
 
 
 def set_state(registry: Registry, model: str, state: str, actor: str, reason: str) -> Rollout:
-    """pause, resume or abort (abort puts CANARY back on the baseline)."""
+    """pause, resume or abort (abort puts CANARY back on what CURRENT names)."""
     rollout, etag = require(registry, model)
     allowed = {"paused": ("running",), "running": ("paused",), "aborted": ACTIVE}[state]
     if rollout.state not in allowed:
         raise UsageError(f"rollout {rollout.id} is {rollout.state}; cannot make it {state}")
     if state == "running":
         check_pointers(registry, rollout)  # a human's move in between: abort instead
+    action = {"paused": "pause", "running": "resume", "aborted": "abort"}[state]
     changed = rollout.but(
         state=state,
         stopped=f"{state} by {actor}: {reason}" if state != "running" else None,
         step_started=utc_now() if state == "running" else rollout.step_started,
         converged_since=None,
+        pending=intent(action, actor, reason),
     )
-    write(registry, changed, etag)
-    if state == "aborted":
-        restore_canary(registry, changed, type_="rollout-abort", actor=actor, reason=reason)
-    else:
-        log(
+    return finish(registry, changed, write(registry, changed, etag))[0]
+
+
+def intent(
+    action: str, actor: str, reason: str | None, evidence: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    out: dict[str, Any] = {"action": action, "actor": actor, "reason": reason, "at": utc_now()}
+    if evidence is not None:
+        out["evidence"] = evidence
+    return out
+
+
+def finish(
+    registry: Registry, rollout: Rollout, etag: str, *, recovering: bool = False
+) -> tuple[Rollout, str]:
+    """Carry out a written decision's side effects, each safe to repeat (a crashed writer's
+    decision is finished by the next controller with recovering=True), then clear it."""
+    p = rollout.pending
+    if p is None:
+        return rollout, etag
+    action, actor = str(p.get("action")), str(p.get("actor") or "unknown")
+    reason = str(p.get("reason") or action)
+    evidence = p.get("evidence") if isinstance(p.get("evidence"), dict) else None
+    final = rollout.state
+    if action == "start":
+        move_pointer(
             registry,
-            changed,
-            f"rollout-{'pause' if state == 'paused' else 'resume'}",
-            actor,
-            reason,
+            Move(
+                rollout.model,
+                CANARY,
+                rollout.version,
+                "rollout-step",
+                actor,
+                reason=f"rollout {rollout.id} started: {rollout.steps[0]}% on "
+                f"{rollout.version}" + (f" ({p['reason']})" if p.get("reason") else ""),
+                extra={"rollout": summary(rollout)},
+            ),
         )
-    return changed
+    elif action == "promote":
+        current = read_pointer(registry, rollout.model, CURRENT)
+        if not (recovering and current is not None and current.version == rollout.version):
+            move_pointer(
+                registry,
+                Move(
+                    rollout.model,
+                    CURRENT,
+                    rollout.version,
+                    "rollout-promote",
+                    actor,
+                    reason=reason,
+                    expect=rollout.baseline,
+                    extra={"rollout": summary(rollout)},
+                ),
+            )
+        final = "promoted"
+    elif action == "rollback":
+        quarantine(registry, rollout, reason, evidence or {})
+        restore_canary(
+            registry, rollout, type_="auto-rollback", actor=actor, reason=reason, evidence=evidence
+        )
+    elif action == "abort":
+        restore_canary(registry, rollout, type_="rollout-abort", actor=actor, reason=reason)
+    else:  # step, pause, resume, halt: an event only
+        log(registry, rollout, f"rollout-{action}", actor, reason, once=recovering)
+    done = rollout.but(
+        pending=None,
+        state=final,
+        stopped=f"promoted to CURRENT: {reason}" if final == "promoted" else rollout.stopped,
+        # the first step's clock starts when CANARY names the candidate, not when it was asked
+        step_started=utc_now() if action == "start" else rollout.step_started,
+    )
+    return done, write(registry, done, etag)
 
 
 def restore_canary(

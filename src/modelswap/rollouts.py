@@ -20,6 +20,7 @@ import dataclasses
 import hashlib
 import itertools
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,7 +32,9 @@ from modelswap.errors import (
     PreconditionFailed,
     RegistryError,
 )
-from modelswap.metadata import utc_now
+from modelswap.events import EventLog
+from modelswap.metadata import parse_time, utc_now
+from modelswap.pointers import acquire_moves
 from modelswap.records import Event
 from modelswap.registry import Registry
 
@@ -80,6 +83,9 @@ class Rollout:
     converged_since: str | None = None  # when the step's canary share was first all ready
     stopped: str | None = None  # why it is no longer running, in words
     evidence: dict[str, Any] | None = None  # what an auto-rollback saw
+    # A decision written but whose side effects (an event, a pointer move, a quarantine) may
+    # not all have happened yet: whoever finds it finishes them (rollout_verbs.finish).
+    pending: dict[str, Any] | None = None
     judge: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -130,6 +136,7 @@ class Rollout:
             "converged_since": self.converged_since,
             "stopped": self.stopped,
             "evidence": self.evidence,
+            "pending": self.pending,
             "judge": self.judge,
         }
 
@@ -146,25 +153,29 @@ class Rollout:
                 baseline=_text(raw, "baseline"),
                 salt=_text(raw, "salt"),
                 steps=steps,
-                step=int(raw["step"]),
+                step=_int(raw["step"]),
                 state=_text(raw, "state"),
                 started=_text(raw, "started"),
                 updated=_text(raw, "updated"),
                 step_started=_text(raw, "step_started"),
                 actor=_text(raw, "actor"),
                 reason=raw.get("reason") if isinstance(raw.get("reason"), str) else None,
-                bake_s=float(raw.get("bake_s", DEFAULT_BAKE_S)),
-                min_instances=int(raw.get("min_instances", 1)),
-                deadline_s=float(raw.get("deadline_s", DEFAULT_DEADLINE_S)),
+                bake_s=_seconds(raw.get("bake_s", DEFAULT_BAKE_S)),
+                min_instances=_int(raw.get("min_instances", 1)),
+                deadline_s=_seconds(raw.get("deadline_s", DEFAULT_DEADLINE_S)),
                 converged_since=raw.get("converged_since")
                 if isinstance(raw.get("converged_since"), str)
                 else None,
                 stopped=raw.get("stopped") if isinstance(raw.get("stopped"), str) else None,
                 evidence=raw.get("evidence") if isinstance(raw.get("evidence"), dict) else None,
+                pending=raw.get("pending") if isinstance(raw.get("pending"), dict) else None,
                 judge=dict(raw["judge"]) if isinstance(raw.get("judge"), dict) else {},
                 extra={k: v for k, v in raw.items() if k not in _FIELDS},
             )
-        except (KeyError, TypeError, ValueError) as e:
+            for t in (r.started, r.updated, r.step_started, r.converged_since):
+                if t is not None:
+                    parse_time(t)  # a time the controller cannot read: not a rollout
+        except (KeyError, TypeError, ValueError, OverflowError) as e:
             raise InvalidRollout(f"{where} is not a rollout: {type(e).__name__} {e}") from e
         problem = check_steps(list(r.steps)) if all(isinstance(s, int) for s in steps) else "x"
         if problem or r.state not in STATES or not 0 <= r.step < len(r.steps):
@@ -173,6 +184,18 @@ class Rollout:
 
 
 _FIELDS = {f.name for f in dataclasses.fields(Rollout)} - {"extra"}
+
+
+def _int(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{value!r} is not an integer")
+    return value
+
+
+def _seconds(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise TypeError(f"{value!r} is not a number of seconds")
+    return float(value)
 
 
 def _text(raw: dict[str, Any], name: str) -> str:
@@ -235,11 +258,22 @@ def write(registry: Registry, rollout: Rollout, etag: str | None) -> str:
         ) from e
 
 
-def log(registry: Registry, rollout: Rollout, type_: str, actor: str, reason: str) -> None:
+def log(
+    registry: Registry, rollout: Rollout, type_: str, actor: str, reason: str, *, once: bool
+) -> None:
     """A decision that moves no pointer (a step, a pause): an event on CANARY from and to the
-    candidate, so each pointer's chain of from/to stays unbroken."""
-    from modelswap.events import EventLog  # noqa: PLC0415 - pointers imports events too
-
+    candidate, so each pointer's chain of from/to stays unbroken. Written under the moves lease
+    (a human's CANARY move cannot slip in between); with `once`, not if already logged (a
+    crashed writer's decision being finished)."""
+    events = EventLog(registry.store, rollout.model)
+    if once and any(
+        e.type == type_
+        and isinstance(e.extra.get("rollout"), dict)
+        and e.extra["rollout"].get("id") == rollout.id
+        and e.extra["rollout"].get("step") == rollout.step + 1
+        for e in events.all()
+    ):
+        return
     event = Event(
         pointer=CANARY,
         from_version=rollout.version,
@@ -250,7 +284,8 @@ def log(registry: Registry, rollout: Rollout, type_: str, actor: str, reason: st
         reason=reason,
         extra={"rollout": summary(rollout)},
     )
-    EventLog(registry.store, rollout.model).append(event)
+    with acquire_moves(registry, rollout.model, actor=actor):
+        events.append(event)
 
 
 def summary(rollout: Rollout, evidence: dict[str, Any] | None = None) -> dict[str, Any]:

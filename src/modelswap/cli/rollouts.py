@@ -40,7 +40,7 @@ def add_parser(sub: argparse._SubParsersAction[_Parser], common: _Parser) -> Non
     p = sub.add_parser(
         "rollout",
         help="a canary share of the fleet, stepped, promoted or rolled back by a controller",
-        description="a canary share of the fleet follows CANARY; the controller judges it",
+        description="a canary share of the fleet follows CANARY; the controller steps it",
         parents=[common],
     )
     verbs = p.add_subparsers(dest="rollout_command", required=True, parser_class=_Parser)
@@ -64,6 +64,11 @@ def add_parser(sub: argparse._SubParsersAction[_Parser], common: _Parser) -> Non
         help="a step's share not ready by then: rolled back",
     )
     add_flag(v, "--reason", help="why, for the event log")
+    add_flag(
+        v,
+        "--salt",
+        help="bucket salt (default: random); the same salt keeps the same instances in the share",
+    )
     v = verb("status", cmd_status, "the rollout, and which instance follows what")
     add_flag(v, "--json", action="store_true", help="stable JSON for scripts")
     add_flag(v, "--stale-after", type=float, default=90.0, help="seconds a report stays fresh")
@@ -104,6 +109,7 @@ def cmd_start(args: argparse.Namespace) -> int:
         min_instances=args.min_instances,
         deadline_s=args.progress_deadline,
         reason=args.reason,
+        salt=args.salt,
     )
     print(
         f"rollout {r.id}: {args.model}/{r.version} over {r.baseline}, steps "
