@@ -93,6 +93,19 @@ def test_the_bucket_formula_and_bad_rollouts_are_refused_clearly(tmp_path: Path)
     assert "already names v1" in r.stderr
     assert fleet.cli("rollout", "status", "clf").stdout.startswith("clf: no rollout")
     fleet.start("v2", "--steps", "100")
+    # A report whose heartbeat has no zone (a hand edit, another tool): judged as `status`
+    # judges it, never a traceback of the controller (it once subtracted it from an aware time)
+    report = {
+        "instance": "pod-x",
+        "pointer": "CURRENT",
+        "ready": True,
+        "heartbeat": "2026-12-01T00:00:00",
+    }
+    open_store(url).put(keys.fleet_report("clf", "pod-x"), json.dumps(report).encode())
+    once = fleet.cli("rollout", "run", "clf", "--once")
+    assert once.returncode == 0, once.stderr
+    assert "waiting" in once.stdout
+    assert fleet.cli("rollout", "status", "clf").returncode == 0
     r = fleet.cli("rollout", "start", "clf", "v2")
     assert r.returncode == 1
     assert "is running" in r.stderr

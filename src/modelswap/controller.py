@@ -10,7 +10,6 @@ move in between stops it instead of being overwritten.
 
 from __future__ import annotations
 
-import json
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,12 +18,12 @@ from typing import Any
 
 from modelswap import keys, locks, rollout_verbs, rollouts
 from modelswap.errors import Busy, LeaseLost, ModelswapError, PointerMoved
+from modelswap.fleet import read_reports
 from modelswap.metadata import parse_time, utc_now
 from modelswap.records import FleetReport
 from modelswap.registry import Registry
 from modelswap.rollouts import CANARY, Rollout
 
-REPORT_MAX_BYTES = 1 << 20
 STALE_AFTER_S = 90.0
 PENDING_GRACE_S = 10.0  # a decision unfinished for this long was left by a crashed writer
 CONTROLLER_LOCK = "rollout-controller"
@@ -76,29 +75,17 @@ class Decision:
 
 
 def fleet(registry: Registry, r: Rollout, stale_after_s: float) -> list[Instance]:
-    """Every instance whose last report is fresh (older ones say nothing about now)."""
-    now = datetime.now(UTC)
-    prefix = keys.fleet_prefix(r.model)
+    """Every instance on CURRENT or in the share whose last report is well formed and fresh
+    (older ones say nothing about now), read and judged as `status` does."""
     out = []
-    for info in registry.store.objects(prefix):
-        name = keys.name_under(prefix, info.key, ".json")
-        try:
-            raw = json.loads(registry.store.read(info.key, max_bytes=REPORT_MAX_BYTES).data)
-        except (ModelswapError, ValueError):
-            continue
-        report = FleetReport.from_json(raw, name) if isinstance(raw, dict) else "not an object"
-        if isinstance(report, str) or report.pointer != rollouts.CURRENT:
-            continue
-        try:
-            age = (now - parse_time(report.heartbeat)).total_seconds()
-        except ValueError:
-            continue
-        if abs(age) > stale_after_s:
+    for seen in read_reports(registry, r.model, rollouts.CURRENT, stale_after_s):
+        report = seen.report
+        if seen.stale or not isinstance(report, FleetReport):
             continue
         out.append(
             Instance(
-                name=name,
-                bucket=rollouts.bucket(r.salt, r.model, name),
+                name=seen.name,
+                bucket=rollouts.bucket(r.salt, r.model, seen.name),
                 follows=report.follows,
                 rollout=report.rollout,
                 active=report.active_version,

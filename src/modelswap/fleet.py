@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -56,14 +58,20 @@ def write_report(registry: Registry, model: str, status: dict[str, Any]) -> None
     registry.store.put(report_key(model, report.instance), json.dumps(body).encode())
 
 
-def fleet_status(registry: Registry, model: str, pointer: str, stale_after_s: float) -> FleetStatus:
-    """Every agent's report for `pointer`, judged: a report that cannot be read is shown as
-    malformed and never counts as ready (silence is not success)."""
-    registry.require_model(model)
-    state = read_pointer(registry, model, pointer)
-    version = state.version if state else None
+@dataclass(frozen=True)
+class SeenReport:
+    name: str  # the instance, as the report's key says
+    body: dict[str, Any]
+    report: FleetReport | str  # the report, or what is wrong with it
+    stale: bool  # no heartbeat within stale_after_s (or none that can be read)
+
+
+def read_reports(
+    registry: Registry, model: str, pointer: str, stale_after_s: float
+) -> Iterator[SeenReport]:
+    """Every report of agents following `pointer`, each judged once: unreadable, malformed, a
+    heartbeat without a zone or from the future, stale (`status` and the controller)."""
     now = datetime.now(UTC)
-    instances = []
     prefix = keys.fleet_prefix(model)
     for info in registry.store.objects(prefix):
         name = keys.name_under(prefix, info.key, ".json")
@@ -81,6 +89,18 @@ def fleet_status(registry: Registry, model: str, pointer: str, stale_after_s: fl
         ):
             report = f"heartbeat {body.get('heartbeat')} is in the future"
         stale = heartbeat is None or abs((now - heartbeat).total_seconds()) > stale_after_s
+        yield SeenReport(name, body, report, stale)
+
+
+def fleet_status(registry: Registry, model: str, pointer: str, stale_after_s: float) -> FleetStatus:
+    """Every agent's report for `pointer`, judged: a report that cannot be read is shown as
+    malformed and never counts as ready (silence is not success)."""
+    registry.require_model(model)
+    state = read_pointer(registry, model, pointer)
+    version = state.version if state else None
+    instances = []
+    for seen in read_reports(registry, model, pointer, stale_after_s):
+        name, body, report, stale = seen.name, seen.body, seen.report, seen.stale
         if isinstance(report, FleetReport):
             instances.append(
                 InstanceStatus(
