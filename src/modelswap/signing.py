@@ -93,17 +93,11 @@ def load_signing_key(path: str | os.PathLike[str]) -> SigningKey:
             f"--sign-key {p} is not a PEM private key (or the password is wrong)",
             hint=f"make a release key with `{_NEW_KEY}`",
         ) from e
-    if not isinstance(key, ec.EllipticCurvePrivateKey) or key.curve.name not in _CURVES:
-        raise UsageError(
-            f"--sign-key {p} is a {_kind(key)} key; model signing keys are elliptic-curve "
-            "P-256, P-384 or P-521",
-            hint=f"make one with `{_NEW_KEY}`",
-        )
-    public = key.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-    signer = _library().Signer(p, password)
-    return SigningKey(p, fingerprint_of(public), signer)
+    what, hint = f"--sign-key {p}", f"make one with `{_NEW_KEY}`"
+    if not isinstance(key, ec.EllipticCurvePrivateKey):
+        raise _not_ec(key, what, hint)
+    fingerprint = _ec_fingerprint(key.public_key(), what, hint)
+    return SigningKey(p, fingerprint, _library().Signer(p, password))
 
 
 def load_trusted_keys(paths: Iterable[str | os.PathLike[str]]) -> list[TrustedKey]:
@@ -128,7 +122,6 @@ def load_trusted_keys(paths: Iterable[str | os.PathLike[str]]) -> list[TrustedKe
 
 def _trusted(path: Path) -> TrustedKey:
     from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
 
     data = _read_key(path, "--trust-key")
     try:
@@ -136,16 +129,31 @@ def _trusted(path: Path) -> TrustedKey:
     except ValueError as e:
         hint = "pass the public half: `openssl ec -in release.pem -pubout -out release.pub`"
         raise UsageError(f"--trust-key {path} is not a PEM public key", hint=hint) from e
-    if not isinstance(key, ec.EllipticCurvePublicKey) or key.curve.name not in _CURVES:
-        raise UsageError(
-            f"--trust-key {path} is a {_kind(key)} key; model signing keys are elliptic-curve "
-            "P-256, P-384 or P-521",
-            hint="pass the public half of the key publish signs with",
-        )
-    public = key.public_bytes(
+    fingerprint = _ec_fingerprint(
+        key, f"--trust-key {path}", "pass the public half of the key publish signs with"
+    )
+    return TrustedKey(path, fingerprint, _library().Verifier(path))
+
+
+def _ec_fingerprint(public: Any, what: str, hint: str) -> str:
+    """The fingerprint of an elliptic-curve public key model signing takes; else UsageError."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    if not isinstance(public, ec.EllipticCurvePublicKey) or public.curve.name not in _CURVES:
+        raise _not_ec(public, what, hint)
+    pem = public.public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     )
-    return TrustedKey(path, fingerprint_of(public), _library().Verifier(path))
+    return fingerprint_of(pem)
+
+
+def _not_ec(key: Any, what: str, hint: str) -> UsageError:
+    return UsageError(
+        f"{what} is a {_kind(key)} key; model signing keys are elliptic-curve P-256, P-384 "
+        "or P-521",
+        hint=hint,
+    )
 
 
 def _read_key(path: Path, flag: str) -> bytes:
