@@ -161,7 +161,7 @@ class Registry(VersionVerbs, RolloutVerbs):
         )
         quarantined = rollouts.quarantined(self._versions, model, version)
         if quarantined is not None and not force:
-            rollouts.refuse_quarantined(self._versions, model, version)
+            raise rollouts.quarantine_error(model, version, quarantined)
         if force and spec is None and quarantined is None:
             raise UsageError(
                 "--force overrides a gate or a quarantine; give the gate's --eval-set too",

@@ -337,7 +337,11 @@ def quarantined(registry: Registry, model: str, version: str) -> dict[str, Any] 
 def refuse_quarantined(registry: Registry, model: str, version: str) -> None:
     record = quarantined(registry, model, version)
     if record is not None:
-        raise Quarantined(
-            f"{model}/{version} is quarantined: {record.get('reason', 'rolled back')} "
-            f"(rollout {record.get('rollout', '?')}, {record.get('time', '?')})"
-        )
+        raise quarantine_error(model, version, record)
+
+
+def quarantine_error(model: str, version: str, record: dict[str, Any]) -> Quarantined:
+    return Quarantined(
+        f"{model}/{version} is quarantined: {record.get('reason', 'rolled back')} "
+        f"(rollout {record.get('rollout', '?')}, {record.get('time', '?')})"
+    )
