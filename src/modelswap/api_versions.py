@@ -170,11 +170,9 @@ class VersionVerbs:
         for v, meta in metas.items():
             if isinstance(meta, Metadata):
                 out[v] = self._versions.verify(model, v, progress.add if progress else None)
-                if trusted:
-                    try:
-                        self._versions.check_signature(model, v, trusted, meta)
-                    except SignatureError as e:
-                        out[v].append(f"signature: {e}")
+                problem = self._signature(model, v, meta, trusted).problem if trusted else None
+                if problem:
+                    out[v].append(f"signature: {problem}")
             else:
                 out[v] = [f"INVALID: {meta}" if meta else "INCOMPLETE (no metadata.json)"]
         return out
@@ -186,14 +184,18 @@ class VersionVerbs:
         `problem`), else only the key the signature names."""
         check_model(model)
         meta = self._versions.metadata(model, check_version(version))
+        trusted = signing.load_trusted_keys(trust_keys) if trust_keys else []
+        return self._signature(model, version, meta, trusted)
+
+    def _signature(
+        self, model: str, version: str, meta: Metadata, trusted: list[signing.TrustedKey]
+    ) -> SignatureInfo:
         sig = self._versions.signature(model, version)
         claimed = signing.claimed_signer(sig)
-        if not trust_keys:
+        if not trusted:
             return SignatureInfo(version, sig is not None, claimed, False, None, None)
         try:
-            key = self._versions.check_signature(
-                model, version, signing.load_trusted_keys(trust_keys), meta
-            )
+            key = signing.check(trusted, model, version, meta, sig)
         except SignatureError as e:
             return SignatureInfo(version, sig is not None, claimed, False, None, str(e))
         return SignatureInfo(version, True, key.fingerprint, True, str(key.path), None)

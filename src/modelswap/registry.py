@@ -88,17 +88,6 @@ class Registry:
             )
         return blob.data
 
-    def check_signature(
-        self,
-        model: str,
-        version: str,
-        trusted: list[signing.TrustedKey],
-        meta: Metadata | None = None,
-    ) -> signing.TrustedKey:
-        """The trusted key that signed this version under this name (SignatureError if none)."""
-        meta = meta if meta is not None else self.metadata(model, version)
-        return signing.check(trusted, model, version, meta, self.signature(model, version))
-
     def _missing(self, model: str, version: str) -> Exception:
         if any(True for _ in self.store.objects(keys.version_prefix(model, version))):
             return VersionNotFound(
