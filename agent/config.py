@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -49,10 +50,12 @@ class AgentConfig:
         if problems:
             raise UsageError(problems[0], hint="see `modelswap agent --help`")
         open_store(self.registry)
-        self.trusted()  # an unreadable or wrong key fails here, before any start-up work
+        _ = self.trusted  # an unreadable or wrong key fails here, before any start-up work
         return self
 
+    @functools.cached_property
     def trusted(self) -> list[signing.TrustedKey]:
+        """The --trust-key keys, loaded once (checked() loads them, the agent uses them)."""
         return signing.load_trusted_keys(self.trust_keys) if self.trust_keys else []
 
     def validate(self) -> list[str]:

@@ -108,7 +108,7 @@ class Agent:
         self.cfg = cfg
         self.registry = Registry(store)
         self.state = AgentState(model=cfg.model, pointer=cfg.pointer, instance=cfg.instance_id)
-        trusted = cfg.trusted()
+        trusted = cfg.trusted
         self.state.trust_keys = [k.fingerprint for k in trusted]
         self.cancel = threading.Event()
         self.syncer = Syncer(
