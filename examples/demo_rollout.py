@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from examples.train import train
+from modelswap.testing.agents import ControllerProc
 
 T0 = time.monotonic()
 PODS = [f"pod-{i}" for i in range(10)]
@@ -41,6 +42,7 @@ class Act:
         self.registry = str(work / "registry")
         self.env = dict(os.environ, MODELSWAP_REGISTRY=self.registry, MODELSWAP_ACTOR="demo")
         self.procs: list[subprocess.Popen[str]] = []
+        self.controller: ControllerProc | None = None
         self.ports: dict[str, int] = {}
         self.seen: dict[str, str | None] = {}
         self.refused: dict[str, str | None] = {}
@@ -138,6 +140,8 @@ class Act:
             time.sleep(0.2)
 
     def stop(self) -> None:
+        if self.controller is not None:
+            self.controller.stop()
         for proc in self.procs:
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
@@ -148,7 +152,7 @@ class Act:
                 proc.kill()
 
 
-def first_rollout(act: Act, models: Path) -> subprocess.Popen[str]:
+def first_rollout(act: Act, models: Path) -> ControllerProc:
     act.cli("publish", "clf", str(models / "v1" / "model.onnx"), "--quiet")
     act.cli("promote", "clf", "v1", "--reason", "first release")
     act.start_agents()
@@ -158,25 +162,7 @@ def first_rollout(act: Act, models: Path) -> subprocess.Popen[str]:
     while any(v != "v1" for v in act.seen.values()):
         time.sleep(0.2)
         act.watch()
-    controller = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "modelswap",
-            "rollout",
-            "run",
-            "clf",
-            "--interval",
-            "0.5",
-            "--actor",
-            "controller",
-        ],
-        env=act.env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    act.procs.append(controller)
+    controller = act.controller = ControllerProc(act.registry, "clf", interval="0.5", env=act.env)
     say("the controller runs (`modelswap rollout run clf`); from here on nobody types")
     act.cli("publish", "clf", str(models / "v2" / "model.onnx"), "--quiet")
     act.cli("rollout", "start", "clf", "v2", "--steps", "30,100", "--bake", "2s",
@@ -201,7 +187,7 @@ def bad_rollout(act: Act, models: Path) -> None:
     act.cli("history", "clf")
 
 
-def story(act: Act, controller: subprocess.Popen[str]) -> bool:
+def story(act: Act, controller: ControllerProc) -> bool:
     print("\nwho was on which version when (from each agent's /status):", flush=True)
     for t, pod, old, new, follows in act.timeline:
         if old == new:
@@ -218,10 +204,9 @@ def story(act: Act, controller: subprocess.Popen[str]) -> bool:
         check=False,
     )
     print(f"`modelswap promote clf v3` now: {refused.stderr.strip().splitlines()[0]}")
-    controller.send_signal(signal.SIGTERM)
-    out, _ = controller.communicate(timeout=10)
+    controller.stop()
     print("\nthe controller said:")
-    for line in out.strip().splitlines():
+    for line in controller.lines:
         print(f"    {line}")
     return on == ["v2"]
 

@@ -9,8 +9,6 @@ import hashlib
 import json
 import signal
 import subprocess
-import sys
-import threading
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -23,7 +21,7 @@ from modelswap import keys, rollouts
 from modelswap.api import Registry as Api
 from modelswap.registry import Registry
 from modelswap.store import open_store
-from modelswap.testing.agents import AgentProc
+from modelswap.testing.agents import AgentProc, ControllerProc
 from tests.conftest import BUCKET, run_cli, wait_until
 
 N = 10
@@ -89,38 +87,11 @@ class Fleet:
         return self.rollout()
 
 
-class Controller:
-    """A real `modelswap rollout run` process; its lines are collected as they come."""
+class Controller(ControllerProc):
+    """The controller of the fleet's registry, with the tests' interval and staleness."""
 
     def __init__(self, fleet: Fleet, name: str) -> None:
-        self.lines: list[str] = []
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "modelswap",
-                "rollout",
-                "run",
-                "clf",
-                "--interval",
-                "0.3",
-                "--stale-after",
-                "15",
-                "--registry",
-                fleet.url,
-                "--actor",
-                name,
-            ],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.lines.append(line.rstrip())
+        super().__init__(fleet.url, "clf", "--stale-after", "15", actor=name)
 
     def wait(self, predicate: Callable[[], bool], timeout: float) -> None:
         """wait_until, and on a timeout the controller's last lines in the failure."""
@@ -130,14 +101,6 @@ class Controller:
             raise AssertionError(
                 f"{e}; the controller said:\n" + "\n".join(self.lines[-15:])
             ) from e
-
-    def said(self, text: str) -> bool:
-        return any(text in line for line in self.lines)
-
-    def stop(self, sig: int = signal.SIGTERM) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            self.proc.wait(timeout=10)
 
 
 @pytest.fixture(scope="module", params=["local", "s3"])

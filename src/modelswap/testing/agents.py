@@ -90,3 +90,41 @@ class AgentProc:
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
         return self.proc.wait(timeout)
+
+
+class ControllerProc:
+    """`modelswap rollout run` as a real child process; its output lines are collected as they
+    come (`lines`), for tests and the rollout demo."""
+
+    def __init__(
+        self,
+        registry: str,
+        model: str,
+        *extra: str,
+        actor: str = "controller",
+        interval: str = "0.3",
+        env: dict[str, str] | None = None,
+    ) -> None:
+        args = [sys.executable, "-m", "modelswap", "rollout", "run", model, "--interval", interval]
+        self.lines: list[str] = []
+        self.proc = subprocess.Popen(
+            [*args, "--registry", registry, "--actor", actor, *extra],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=dict(os.environ, **(env or {})),
+        )
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.append(line.rstrip())
+
+    def said(self, text: str) -> bool:
+        return any(text in line for line in self.lines)
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 10) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        return self.proc.wait(timeout=timeout)
