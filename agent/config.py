@@ -38,6 +38,7 @@ class AgentConfig:
     scrub_interval_s: float = 3600.0
     trust_keys: tuple[str, ...] = ()  # public keys (or folders of them); any one suffices
     loader_url: str | None = None  # the app's loader /health: its refusals are reported
+    metrics_url: str | None = None  # the app's /metrics: per-version counters in the report
     refresh_token: str | None = field(default=None, repr=False)  # never printed
 
     def checked(self) -> AgentConfig:
@@ -86,5 +87,9 @@ class AgentConfig:
         if self.loader_url and not self.loader_url.startswith(("http://", "https://")):
             problems.append(
                 "--loader-url must be an http:// or https:// URL (the loader's /health)"
+            )
+        if self.metrics_url and not self.metrics_url.startswith(("http://", "https://")):
+            problems.append(
+                "--metrics-url must be an http:// or https:// URL (the loader's /metrics)"
             )
         return problems

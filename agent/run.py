@@ -29,6 +29,7 @@ from modelswap.volume import Layout
 
 from .config import AgentConfig
 from .hooks import SwapHooks
+from .metrics import Scraper
 from .state import AgentState
 from .sync import Syncer, SyncResult
 
@@ -128,6 +129,7 @@ class Agent:
         self.refresh = asyncio.Event()
         self.port: int | None = None
         self.hooks = SwapHooks(cfg.on_swap_command, cfg.on_swap_url)
+        self.scraper = Scraper(cfg.metrics_url) if cfg.metrics_url else None
 
     async def sync(self) -> SyncResult | None:
         """One pass with its bookkeeping; returns None when it failed (already logged)."""
@@ -177,6 +179,13 @@ class Agent:
             log.info("hook.done", version=result.active)
 
     async def report(self) -> None:
+        scraper = self.scraper
+        if scraper is not None:
+            with contextlib.suppress(Cancelled):
+                await in_thread(scraper.scrape, self.stop)
+            metrics = scraper.report()
+            with self.state.lock:
+                self.state.app_metrics = metrics
         if not self.cfg.report:
             return
         status = self.state.status()

@@ -50,6 +50,7 @@ class AgentState:
     refused_version: str | None = None  # the last version this instance would not serve
     refusal: str | None = None
     served_version: str | None = None  # what the app's loader says it serves (--loader-url)
+    app_metrics: dict[str, Any] | None = None  # the app's counters per version (--metrics-url)
     last_error: str | None = "no poll yet"
     last_hint: str | None = None
     consecutive_failures: int = 0
@@ -81,6 +82,7 @@ class AgentState:
                 "refused_version": self.refused_version,
                 "refusal": self.refusal,
                 "served_version": self.served_version,
+                "metrics": self.app_metrics,
                 "last_error": self.last_error,
                 "hint": self.last_hint,
                 "consecutive_failures": self.consecutive_failures,

@@ -19,7 +19,7 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
-from bench import rollout_bench, signing_bench, stores_bench
+from bench import judge_bench, rollout_bench, signing_bench, stores_bench
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCHES = {
@@ -33,6 +33,7 @@ BENCHES = {
     "stores": "bench.stores_bench",
     "signing": "bench.signing_bench",
     "rollout": "bench.rollout_bench",
+    "judge": "bench.judge_bench",
 }
 
 
@@ -383,6 +384,8 @@ def main() -> None:
         text += "\n" + "\n".join(signing_bench.render(results["signing"]))
     if "rollout" in results:
         text += "\n" + "\n".join(rollout_bench.render(results["rollout"]))
+    if "judge" in results:
+        text += "\n" + "\n".join(judge_bench.render(results["judge"]))
     Path(args.out).write_text(text)
     print(f"wrote {args.out}")
 

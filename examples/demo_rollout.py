@@ -1,11 +1,14 @@
-"""The rollout act (`make demo-rollout`): ten agents, a controller, and no command typed after
-the rollout starts.
+"""The rollout act (`make demo-rollout`): ten pods, a controller, and no command typed after
+each rollout starts.
 
-Publishes v1 and v2 (real classifiers) and a v3 whose stored bytes are then damaged, starts ten
-sidecar agents and the rollout controller as real processes, rolls v2 out (30% then 100%: the
-controller promotes it), then rolls v3 out at 30%: the canary share refuses the damaged bytes,
-the controller rolls it back and quarantines it by itself. Prints who was on which version
-when, from the agents' own /status.
+Each pod is a real ModelLoader serving a digits classifier to steady traffic whose labels come
+back afterwards (`loader.observe("accuracy", ...)`), beside a real sidecar agent that scrapes
+the loader's /metrics into its fleet report. v2 (better) is rolled out 30% then 100% and
+promoted by the controller on its live metrics; v3 loads fine and passes its checksum, but
+learned from shuffled labels: the canary share serves it, its live accuracy falls, and the
+controller rolls it back by itself; v4's stored bytes are damaged: the canary share refuses
+them and the controller rolls it back too. Prints who was on which version when, from the
+agents' own /status.
 
     python -m examples.demo_rollout [--keep]
 """
@@ -30,6 +33,10 @@ from modelswap.testing.agents import ControllerProc
 
 T0 = time.monotonic()
 PODS = [f"pod-{i}" for i in range(10)]
+JUDGE = (
+    "--max-error-ratio", "2", "--max-p99-ratio", "3", "--metric", "accuracy:min:0.05",
+    "--min-requests", "150", "--fail-checks", "2",
+)  # fmt: skip
 
 
 def say(text: str) -> None:
@@ -44,6 +51,7 @@ class Act:
         self.procs: list[subprocess.Popen[str]] = []
         self.controller: ControllerProc | None = None
         self.ports: dict[str, int] = {}
+        self.loaders: dict[str, int] = {}
         self.seen: dict[str, str | None] = {}
         self.refused: dict[str, str | None] = {}
         self.timeline: list[tuple[float, str, str | None, str | None, str]] = []
@@ -63,8 +71,23 @@ class Act:
             raise SystemExit(f"demo: `modelswap {' '.join(args)}` failed")
         return r.stdout
 
+    def start_app(self, eval_set: Path) -> None:
+        """Ten ModelLoaders in one process, each serving 40 requests/s once its link exists."""
+        app = subprocess.Popen(
+            [sys.executable, "-m", "modelswap.testing.traffic_app", str(self.work), *PODS,
+             "--eval", str(eval_set), "--rate", "40"],
+            env=self.env, stdout=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        self.procs.append(app)
+        first = app.stdout.readline() if app.stdout else ""
+        if not first:
+            raise SystemExit("demo: the loaders' app did not start")
+        self.loaders = json.loads(first)["ports"]
+        say("ten pods' loaders serving /health and /metrics; traffic with labels coming back")
+
     def start_agents(self) -> None:
         for pod in PODS:
+            loader = f"http://127.0.0.1:{self.loaders[pod]}"
             proc = subprocess.Popen(
                 [
                     sys.executable,
@@ -83,6 +106,10 @@ class Act:
                     "0.5",
                     "--port",
                     "0",
+                    "--loader-url",
+                    f"{loader}/health",
+                    "--metrics-url",
+                    f"{loader}/metrics",
                 ],
                 env=self.env,
                 stderr=subprocess.PIPE,
@@ -95,7 +122,7 @@ class Act:
                 if event.get("event") == "agent.started":
                     self.ports[pod] = int(event["port"])
                     break
-        say(f"ten agents running ({', '.join(PODS)}), each with --report")
+        say(f"ten agents running ({', '.join(PODS)}), each with --report and --metrics-url")
 
     def status(self, pod: str) -> dict[str, Any]:
         url = f"http://127.0.0.1:{self.ports[pod]}/status"
@@ -118,7 +145,7 @@ class Act:
                 self.timeline.append((t, pod, now, now, why))
                 self.refused[pod] = refused
 
-    def rollout_state(self) -> str:
+    def rollout(self) -> dict[str, Any]:
         out = subprocess.run(
             [sys.executable, "-m", "modelswap", "rollout", "status", "clf", "--json"],
             env=self.env,
@@ -126,11 +153,12 @@ class Act:
             text=True,
             check=True,
         ).stdout
-        return str(json.loads(out)["rollout"]["state"])
+        return dict(json.loads(out)["rollout"])
 
-    def wait_for(self, state: str, timeout: float = 90) -> None:
+    def wait_for(self, state: str, timeout: float = 120) -> None:
+        """Until the rollout is in `state` (and, promoted, done with the bake after it)."""
         deadline = time.monotonic() + timeout
-        while self.rollout_state() != state:
+        while (r := self.rollout())["state"] != state or r["watch_until"]:
             self.watch()
             if time.monotonic() > deadline:
                 raise SystemExit(f"demo: the rollout did not become {state}")
@@ -155,6 +183,7 @@ class Act:
 def first_rollout(act: Act, models: Path) -> ControllerProc:
     act.cli("publish", "clf", str(models / "v1" / "model.onnx"), "--quiet")
     act.cli("promote", "clf", "v1", "--reason", "first release")
+    act.start_app(models / "eval.npz")
     act.start_agents()
     for pod in PODS:
         act.seen[pod] = None
@@ -165,24 +194,39 @@ def first_rollout(act: Act, models: Path) -> ControllerProc:
     controller = act.controller = ControllerProc(act.registry, "clf", interval="0.5", env=act.env)
     say("the controller runs (`modelswap rollout run clf`); from here on nobody types")
     act.cli("publish", "clf", str(models / "v2" / "model.onnx"), "--quiet")
-    act.cli("rollout", "start", "clf", "v2", "--steps", "30,100", "--bake", "2s",
+    act.cli("rollout", "start", "clf", "v2", "--steps", "30,100", "--bake", "2s", *JUDGE,
             "--reason", "more training data")  # fmt: skip
     act.wait_for("promoted")
-    say("v2 promoted by the controller")
+    say("v2 promoted by the controller on its live metrics, and baked")
     return controller
 
 
-def bad_rollout(act: Act, models: Path) -> None:
+def quiet_regression(act: Act, models: Path) -> None:
+    """v3 is a valid model that loads and answers: only live traffic shows it is worse."""
     act.cli("publish", "clf", str(models / "v3" / "model.onnx"), "--quiet")
-    stored = Path(act.registry) / "clf" / "v3" / "model.onnx"
+    say("v3: a valid model (checksum fine, loads, answers); it learned from shuffled labels")
+    act.cli("rollout", "start", "clf", "v3", "--steps", "30,100", "--bake", "2s", *JUDGE)
+    act.wait_for("rolled-back")
+    verdict = act.rollout()["verdict"]
+    (check,) = [c for c in verdict["checks"] if c["check"].startswith("accuracy")]
+    say(
+        f"v3 rolled back by live metrics, with no command typed: live accuracy "
+        f"{check['canary_mean']:.2f} on v3 against {check['baseline_mean']:.2f} on v2 "
+        f"({check['canary_n']} and {check['baseline_n']} labels, p={check['p_value']:.2g})"
+    )
+
+
+def bad_rollout(act: Act, models: Path) -> None:
+    act.cli("publish", "clf", str(models / "v1" / "model.onnx"), "--version", "v4", "--quiet")
+    stored = Path(act.registry) / "clf" / "v4" / "model.onnx"
     data = bytearray(stored.read_bytes())
     data[len(data) // 2] ^= 0xFF  # one flipped byte, same size: bit rot, or tampering
     stored.chmod(0o644)
     stored.write_bytes(bytes(data))
-    say("v3's stored model.onnx had one byte flipped after publish (same size)")
-    act.cli("rollout", "start", "clf", "v3", "--steps", "30,100", "--bake", "2s")
+    say("v4's stored model.onnx had one byte flipped after publish (same size)")
+    act.cli("rollout", "start", "clf", "v4", "--steps", "30,100", "--bake", "2s", *JUDGE)
     act.wait_for("rolled-back")
-    say("v3 rolled back and quarantined by the controller, with no command typed")
+    say("v4 rolled back and quarantined by the controller, with no command typed")
     act.cli("rollout", "status", "clf")
     act.cli("history", "clf")
 
@@ -195,7 +239,10 @@ def story(act: Act, controller: ControllerProc) -> bool:
         else:
             print(f"  {t:6.1f}s  {pod:6}  {old or '-':>3} -> {new or '-':3}  ({follows})")
     on = sorted({v for v in act.seen.values() if v})
-    print(f"\nnow every agent serves {', '.join(on)}; v3 was never served by anyone")
+    print(
+        f"\nnow every agent serves {', '.join(on)}; v3 was served by the canary share only, "
+        "v4 by nobody"
+    )
     refused = subprocess.run(
         [sys.executable, "-m", "modelswap", "promote", "clf", "v3"],
         env=act.env,
@@ -220,6 +267,7 @@ def main() -> int:
     try:
         train(work / "models")
         controller = first_rollout(act, work / "models")
+        quiet_regression(act, work / "models")
         bad_rollout(act, work / "models")
         return 0 if story(act, controller) else 1
     finally:

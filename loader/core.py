@@ -28,6 +28,7 @@ from .attempts import Identity, Retry
 from .build import Loaded
 from .health import HealthServer
 from .onnx_model import WARMUP_MAX_BYTES
+from .traffic import Counters
 from .watch import LinkWatcher
 
 log = logging.getLogger("modelswap.loader")
@@ -88,6 +89,7 @@ class ModelLoader:
         self.swaps = 0
         self.swap_failures = 0
         self.requests = 0
+        self.traffic = Counters()  # by version: what a rollout's judge compares (traffic.py)
         self.last_swap_s: float | None = None
         self._hint = threading.Event()
         self._loaded = threading.Event()  # set once a first version serves
@@ -148,16 +150,31 @@ class ModelLoader:
     @contextlib.contextmanager
     def session(self) -> Iterator[Loaded]:
         """Hold one version for a whole request: every call inside sees the same model.
-        Use `live.model` only inside the block; once retired, the version's model is gone."""
+        Use `live.model` only inside the block; once retired, the version's model is gone.
+        Each block is one request in /metrics, timed, an error if it raises."""
         while True:
             live = self._current()
             if live.acquire():
                 break
             # swapped and retired between the read and the acquire: _live is newer already
+        started, failed = time.perf_counter(), False
         try:
             yield live
+        except BaseException:
+            failed = True
+            raise
         finally:
             live.release()
+            self.traffic.request(live.version, time.perf_counter() - started, failed)
+
+    def observe(self, name: str, value: float, *, version: str | None = None) -> None:
+        """A live quality signal (a label that arrived later: 1.0 for a right answer, 0.0 for a
+        wrong one), for the version that served it (default: the live one). Exported as
+        `modelswap_quality{name=...}`; `rollout start --metric NAME:min:TOL` judges it."""
+        version = version or self.version
+        if version is None:
+            raise ModelNotLoaded(f"no model loaded from {self.link}: nothing to observe for")
+        self.traffic.observe(version, name, value)
 
     def run(self, *args: Any, **kwargs: Any) -> Any:
         """InferenceSession.run on the live version (or call a custom-loaded model)."""
@@ -346,4 +363,5 @@ class ModelLoader:
                 self.last_swap_s or 0,
             ),
         ]
-        return promtext.render("modelswap_loader", rows, {"version": live.version if live else ""})
+        info = {"version": live.version if live else ""}
+        return promtext.render("modelswap_loader", rows, info) + self.traffic.render()

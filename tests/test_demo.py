@@ -55,9 +55,11 @@ def test_demo_s3_prints_the_endpoint_and_credentials_it_used() -> None:
 
 
 @pytest.mark.timeout(300)
-def test_demo_rollout_promotes_a_good_canary_and_rolls_back_a_damaged_one() -> None:
-    """`make demo-rollout`: ten agents and a controller; v2 is promoted, v3 (one byte flipped
-    in the store) is refused by the canary share and rolled back with no command typed."""
+def test_demo_rollout_promotes_a_good_canary_and_rolls_back_bad_ones() -> None:
+    """`make demo-rollout`: ten loaders serving traffic, ten agents and a controller; v2 is
+    promoted on its live metrics, v3 (loads fine, answers worse) is caught by live accuracy
+    and rolled back, v4 (one byte flipped in the store) is refused by the canary share and
+    rolled back, all with no command typed."""
     result = subprocess.run(
         [sys.executable, "-m", "examples.demo_rollout"],
         cwd=ROOT,
@@ -69,9 +71,10 @@ def test_demo_rollout_promotes_a_good_canary_and_rolls_back_a_damaged_one() -> N
     )
     out = result.stdout
     assert result.returncode == 0, out[-3000:] + result.stderr[-3000:]
-    assert "v2 promoted by the controller" in out
-    assert "v3 rolled back and quarantined by the controller" in out
-    assert "REFUSED v3" in out
-    assert "now every agent serves v2; v3 was never served by anyone" in out
+    assert "v2 promoted by the controller on its live metrics, and baked" in out
+    assert "v3 rolled back by live metrics, with no command typed: live accuracy" in out
+    assert "v4 rolled back and quarantined by the controller" in out
+    assert "REFUSED v4" in out
+    assert "now every agent serves v2; v3 was served by the canary share only, v4 by nobody" in out
     assert "clf/v3 is quarantined" in out
     assert "auto-rollback" in out

@@ -200,8 +200,25 @@ def test_rollouts_run_one_controller_and_make_agents_report() -> None:
         c for c in server["spec"]["template"]["spec"]["containers"] if "agent" in c["name"]
     )
     assert "--report" in agent["args"]
+    # the judge's live metrics: the loader's endpoints on server.loaderHealthPort
+    assert "--loader-url=http://127.0.0.1:9102/health" in agent["args"]
+    assert "--metrics-url=http://127.0.0.1:9102/metrics" in agent["args"]
     assert all(d["kind"] != "Deployment" or "rollout" not in d["metadata"]["name"]
                for d in render({}))  # fmt: skip
+
+
+def test_rollouts_metrics_url_names_another_endpoint_or_none() -> None:
+    def agent_args(values: dict[str, Any]) -> list[str]:
+        docs = render({"rollouts": {"enabled": True}, **values})
+        server = next(d for d in docs if d["metadata"]["name"] == "demo-modelswap")
+        containers = server["spec"]["template"]["spec"]["containers"]
+        return list(next(c for c in containers if "agent" in c["name"])["args"])
+
+    own = agent_args({"rollouts": {"enabled": True, "metricsUrl": "http://127.0.0.1:8002/metrics"}})
+    assert "--metrics-url=http://127.0.0.1:8002/metrics" in own
+    none = agent_args({"server": {"loaderHealthPort": 0}})
+    assert not any(a.startswith(("--metrics-url", "--loader-url")) for a in none)
+    assert not any(a.startswith("--metrics-url") for a in agent_args({"rollouts": {}}))
 
 
 @pytest.mark.parametrize(
@@ -218,6 +235,7 @@ def test_rollouts_run_one_controller_and_make_agents_report() -> None:
         ({"agent": {"image": "x", "intervall": 5}}, "intervall"),
         ({"agent": {"trustKeys": {"secretName": "a", "configMapName": "b"}}}, "trustKeys"),
         ({"rollouts": {"controller": {"interval": "soon"}}}, "interval"),
+        ({"rollouts": {"metricsUrl": "http://u:p@h/metrics"}}, "metricsUrl"),
     ],
 )
 def test_bad_values_are_rejected_by_the_schema(values: dict[str, Any], fragment: str) -> None:

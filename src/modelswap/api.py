@@ -35,6 +35,14 @@ from modelswap.gate import (
     parse_metric,
     run_gate,
 )
+from modelswap.judge import (
+    DEFAULT_ALPHA,
+    DEFAULT_FAIL_CHECKS,
+    DEFAULT_MIN_REQUESTS,
+    Criteria,
+    MetricRule,
+    Verdict,
+)
 from modelswap.metadata import Metadata
 from modelswap.names import check_model, check_pointer_name, check_version
 from modelswap.pointers import (
@@ -237,12 +245,16 @@ class Registry(VersionVerbs, RolloutVerbs):
 
 
 __all__ = [
+    "DEFAULT_ALPHA",
+    "DEFAULT_FAIL_CHECKS",
+    "DEFAULT_MIN_REQUESTS",
     "DEFAULT_POINTER",
     "DEFAULT_TOLERANCE",
     "GC_KEEP",
     "METADATA_KEYS",
     "STALE_AFTER_S",
     "STORE_TIMEOUT_S",
+    "Criteria",
     "Evaluator",
     "Event",
     "FleetStatus",
@@ -251,11 +263,13 @@ __all__ = [
     "GcReport",
     "History",
     "Metadata",
+    "MetricRule",
     "ProgressSink",
     "PromoteResult",
     "Registry",
     "RolloutStatus",
     "SignatureInfo",
+    "Verdict",
     "VersionInfo",
     "is_pointer_name",
 ]

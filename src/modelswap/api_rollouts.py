@@ -8,7 +8,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from modelswap import controller, rollout_verbs, rollouts
+from modelswap import analysis, controller, rollout_verbs, rollouts
+from modelswap.judge import Criteria
 from modelswap.names import check_model, check_version
 from modelswap.pointers import read_pointer
 from modelswap.registry import Registry as _Versions
@@ -25,6 +26,7 @@ class RolloutStatus:
     current: str | None
     canary: str | None
     instances: tuple[controller.Instance, ...]
+    judging: dict[str, Any] | None = None  # the judge's freshest verdict (its window object)
 
     def to_json(self) -> dict[str, Any]:
         r = self.rollout
@@ -35,6 +37,7 @@ class RolloutStatus:
             "current": self.current,
             "canary": self.canary,
             "instances": [i.to_json() for i in self.instances],
+            "judging": self.judging,
         }
 
 
@@ -53,9 +56,12 @@ class RolloutVerbs:
         deadline_s: float = rollouts.DEFAULT_DEADLINE_S,
         reason: str | None = None,
         salt: str | None = None,
+        judge: Criteria | None = None,
     ) -> Rollout:
         """Start rolling `version` out to a share of the fleet (CANARY names it); the
-        controller (`rollout_run`) steps, promotes, or rolls it back."""
+        controller (`rollout_run`) steps, promotes, or rolls it back. With `judge`, live
+        metrics from the fleet's reports decide too (a step waits for a `pass`; a repeated
+        `fail` rolls back), and for `bake_s` after promotion."""
         req = rollout_verbs.StartRequest(
             model=check_model(model),
             version=check_version(version),
@@ -66,6 +72,7 @@ class RolloutVerbs:
             deadline_s=deadline_s,
             reason=reason,
             salt=salt,
+            judge=judge or Criteria(),
         )
         return rollout_verbs.start(self._versions, req)
 
@@ -80,12 +87,14 @@ class RolloutVerbs:
         current = read_pointer(self._versions, model, rollouts.CURRENT)
         canary = read_pointer(self._versions, model, rollouts.CANARY)
         instances = controller.fleet(self._versions, r, stale_after_s) if r else []
+        stored = analysis.load(self._versions, r) if r and r.judge else None
         return RolloutStatus(
             model,
             r,
             current.version if current else None,
             canary.version if canary else None,
             tuple(instances),
+            stored.get("verdict") if stored else None,
         )
 
     def rollout_step(self, model: str, *, reason: str | None = None) -> Rollout:

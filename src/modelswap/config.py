@@ -59,7 +59,11 @@ class FromEnv:
 
 
 def add_flag(
-    parser: argparse.ArgumentParser, flag: str, *, env_var: str | None = None, **kw: Any
+    parser: argparse.ArgumentParser | argparse._ArgumentGroup,
+    flag: str,
+    *,
+    env_var: str | None = None,
+    **kw: Any,
 ) -> None:
     """add_argument whose default comes from a MODELSWAP_ variable (MODELSWAP_<FLAG> unless
     env_var names another, for flags whose name means two things in two commands); the help

@@ -16,10 +16,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from modelswap import keys, locks, rollout_verbs, rollouts
+from modelswap import analysis, judge, keys, locks, rollout_verbs, rollouts
 from modelswap.errors import Busy, LeaseLost, ModelswapError, PointerMoved
 from modelswap.fleet import read_reports
 from modelswap.metadata import parse_time, utc_now
+from modelswap.pointers import read_pointer
 from modelswap.records import FleetReport
 from modelswap.registry import Registry
 from modelswap.rollouts import CANARY, Rollout
@@ -43,6 +44,7 @@ class Instance:
     refusal: str | None
     served: str | None
     heartbeat: str
+    metrics: dict[str, Any] | None = None  # the app's counters (agent --metrics-url)
 
     def on_canary(self, r: Rollout) -> bool:
         """Following CANARY for this rollout, linked on its version, and (with a loader
@@ -94,6 +96,7 @@ def fleet(registry: Registry, r: Rollout, stale_after_s: float) -> list[Instance
                 refusal=report.refusal,
                 served=report.served_version,
                 heartbeat=report.heartbeat,
+                metrics=report.metrics,
             )
         )
     return sorted(out, key=lambda i: i.name)
@@ -109,6 +112,8 @@ def tick(
     r, etag = found
     if r.pending is not None:
         return _finish(registry, r, etag, actor)
+    if r.watching:
+        return _watch(registry, r, etag, actor, fleet(registry, r, stale_after_s))
     if r.state != "running":
         return Decision("idle", f"rollout {r.id} is {r.state}", r)
     try:
@@ -150,23 +155,122 @@ def tick(
             r,
         )
     if r.converged_since is None:
-        baking = r.but(converged_since=utc_now())
+        baking = r.but(converged_since=utc_now(), verdict=None)
         rollouts.write(registry, baking, etag)
         return Decision("baking", f"{share}: {len(ready)} ready; baking {r.bake_s:g} s", baking)
-    baked = (now - parse_time(r.converged_since)).total_seconds()
+    criteria = criteria_of(r)
+    seen, said, verdict = None, "", None
+    if criteria is not None:
+        seen = analysis.check(registry, r, criteria, instances)
+        verdict = analysis.recorded(seen, r)
+        said = f"; {_verdict_line(verdict)}"
+        if seen.verdict.result == "fail" and seen.window.fails >= criteria.fail_checks:
+            why = f"live metrics failed {seen.window.fails} check(s) in a row: {seen.verdict.why}"
+            return _rollback(
+                registry, r, etag, actor, why=why, instances=instances, verdict=verdict
+            )
+        r, etag = _keep(registry, r, etag, seen, verdict)
+    baked = (now - parse_time(str(r.converged_since))).total_seconds()
     if baked < r.bake_s:
-        return Decision("baking", f"{share}: baked {baked:.0f} of {r.bake_s:g} s", r)
+        return Decision("baking", f"{share}: baked {baked:.0f} of {r.bake_s:g} s{said}", r)
+    if seen is not None and seen.verdict.result != "pass":
+        return Decision("holding", f"{share}: baked, holding{said}", r)
     nxt = "promote to CURRENT" if r.last_step else f"step {r.step + 2} ({r.steps[r.step + 1]}%)"
     reason = (
         f"{share} held: {len(ready)} canary instance(s) ready on {r.version} for "
-        f"{baked:.0f} s; {nxt}"
+        f"{baked:.0f} s{said}; {nxt}"
     )
     try:
-        moved = rollout_verbs.advance(registry, r, etag, actor, reason)
+        moved = rollout_verbs.advance(
+            registry,
+            r,
+            etag,
+            actor,
+            reason,
+            evidence={"verdict": verdict} if verdict is not None else None,
+            before=analysis.baseline_record(seen, r) if seen is not None else r.before,
+        )
     except PointerMoved as e:
         return _halt(registry, r, etag, actor, str(e))
     action = "promote" if moved.state == "promoted" else "step"
     return Decision(action, reason, moved)
+
+
+def criteria_of(r: Rollout) -> judge.Criteria | None:
+    """The rollout's judge, or None when it has none (readiness alone decides). A judge the
+    controller cannot read is an error in ROLLOUT, raised for the loop to say."""
+    if not r.judge:
+        return None
+    try:
+        criteria = judge.Criteria.from_json(r.judge)
+    except ValueError as e:
+        raise rollouts.InvalidRollout(f"rollout {r.id}: its judge is unreadable: {e}") from e
+    return criteria if criteria.active else None
+
+
+def _verdict_line(verdict: dict[str, Any]) -> str:
+    fails = f", {verdict['fails']} of {verdict['fail_checks']} failing" if verdict["fails"] else ""
+    return f"verdict {verdict['result']}{fails}: {verdict['why']}"
+
+
+def _keep(
+    registry: Registry, r: Rollout, etag: str, seen: analysis.Check, verdict: dict[str, Any]
+) -> tuple[Rollout, str]:
+    """Save the window object; write ROLLOUT's verdict only when its result, phase or run of
+    failures changed (agents poll ROLLOUT: growing counts alone do not make them read it)."""
+    if not analysis.keep(registry, r, seen, verdict):
+        return r, etag
+    kept = r.but(verdict=verdict)
+    return kept, rollouts.write(registry, kept, etag)
+
+
+def _watch(
+    registry: Registry, r: Rollout, etag: str, actor: str, instances: list[Instance]
+) -> Decision:
+    """The bake after promotion: the fleet on the new version against the baseline before it.
+    A regression (or a refusal) rolls CURRENT back; a pass when the bake is over ends it;
+    too little traffic keeps watching (silence never passes)."""
+    current = read_pointer(registry, r.model, rollouts.CURRENT)
+    if current is None or current.version != r.version:
+        why = (
+            f"CURRENT names {current.version if current else 'nothing'}, not {r.version}: moved "
+            f"outside rollout {r.id}; the bake stops"
+        )
+        halted = r.but(watch_until=None, stopped=f"controller stopped: {why}")
+        rollouts.write(registry, halted, etag)
+        return Decision("halt", why, halted)
+    refused = [i for i in instances if i.refused_version == r.version]
+    if refused:
+        first = refused[0]
+        why = f"{len(refused)} instance(s) refused {r.version}; {first.name}: {first.refusal}"
+        return _rollback(registry, r, etag, actor, why=why, instances=instances)
+    criteria = criteria_of(r)
+    if criteria is None:  # a judge removed by hand: nothing to watch with
+        ended = r.but(watch_until=None)
+        rollouts.write(registry, ended, etag)
+        return Decision("idle", f"rollout {r.id} is promoted", ended)
+    seen = analysis.watch(registry, r, criteria, instances)
+    verdict = analysis.recorded(seen, r)
+    said = _verdict_line(verdict)
+    if seen.verdict.result == "fail" and seen.window.fails >= criteria.fail_checks:
+        why = (
+            f"regression after promotion, {seen.window.fails} failing check(s): {seen.verdict.why}"
+        )
+        return _rollback(registry, r, etag, actor, why=why, instances=instances, verdict=verdict)
+    left = (parse_time(str(r.watch_until)) - datetime.now(UTC)).total_seconds()
+    if left <= 0 and seen.verdict.result == "pass":
+        why = f"baked {r.bake_s:g} s after promotion: {said}"
+        done = r.but(
+            watch_until=None,
+            verdict=verdict,
+            stopped=f"promoted to CURRENT and baked: {seen.verdict.why}",
+            pending=rollout_verbs.intent("baked", actor, why, {"verdict": verdict}),
+        )
+        done, _ = rollout_verbs.finish(registry, done, rollouts.write(registry, done, etag))
+        return Decision("baked", why, done)
+    r, etag = _keep(registry, r, etag, seen, verdict)
+    when = f"{left:.0f} s left" if left > 0 else "bake over, waiting for a conclusive verdict"
+    return Decision("baking", f"promoted; watching ({when}); {said}", r)
 
 
 def _rollback(
@@ -177,21 +281,30 @@ def _rollback(
     *,
     why: str,
     instances: list[Instance],
+    verdict: dict[str, Any] | None = None,
 ) -> Decision:
     """Quarantine the candidate, put CANARY back on the baseline (from exactly the candidate)
-    and mark the rollout rolled-back. Each step is safe to repeat after a crash."""
-    evidence = {
+    and mark the rollout rolled-back; after a promotion (the bake), CURRENT too, from exactly
+    the candidate. Each step is safe to repeat after a crash."""
+    evidence: dict[str, Any] = {
         "why": why,
         "step": r.step + 1,
         "fraction": r.steps[r.step] / 100,
         "instances": [i.to_json() for i in instances if i.bucket < max(r.fraction, 0.0)]
         or [i.to_json() for i in instances],
     }
+    if verdict is not None:
+        evidence["verdict"] = verdict
+    pending = rollout_verbs.intent("rollback", actor, why, evidence)
+    if r.watching:
+        pending["current"] = True  # promoted: CURRENT goes back to the baseline as well
     done = r.but(
         state="rolled-back",  # at once: every agent follows CURRENT again
         stopped=f"rolled back by the controller: {why}",
         evidence=evidence,
-        pending=rollout_verbs.intent("rollback", actor, why, evidence),
+        verdict=verdict or r.verdict,
+        watch_until=None,
+        pending=pending,
     )
     done, _ = rollout_verbs.finish(registry, done, rollouts.write(registry, done, etag))
     return Decision("rollback", why, done)

@@ -53,6 +53,7 @@ def write_report(registry: Registry, model: str, status: dict[str, Any]) -> None
         refused_version=status.get("refused_version"),
         refusal=status.get("refusal"),
         served_version=status.get("served_version"),
+        metrics=status.get("metrics"),
     )
     body = redact_value(report.to_json())
     registry.store.put(report_key(model, report.instance), json.dumps(body).encode())

@@ -9,6 +9,7 @@
     <model>/.deleted/<version>.json       tombstones of versions gc deleted
     <model>/ROLLOUT                       the rollout, JSON, moved by compare-and-swap
     <model>/quarantine/<version>.json     versions a rollout rolled back (create-only)
+    <model>/.rollout/window.json          the rollout judge's open window (controller only)
 
 Keys are relative to the store's root (s3://bucket/prefix or a folder); the store adds it.
 """
@@ -22,6 +23,7 @@ FLEET_DIR = "fleet"
 LOCKS_DIR = ".locks"
 TOMBSTONES_DIR = ".deleted"
 QUARANTINE_DIR = "quarantine"
+JUDGE_DIR = ".rollout"  # dotted: never a version name, never listed as a model's version
 ROLLOUT = "ROLLOUT"  # upper case like a pointer, but JSON: never listed or moved as one
 # Folder names under a model that are never versions.
 RESERVED = frozenset({EVENTS_DIR, FLEET_DIR, QUARANTINE_DIR})
@@ -113,3 +115,7 @@ def quarantine(model: str, version: str) -> str:
 def name_under(prefix: str, key: str, suffix: str = "") -> str:
     """The part of `key` after `prefix`, without `suffix` (a listing's key back to a name)."""
     return key[len(prefix) :].removesuffix(suffix)
+
+
+def rollout_window(model: str) -> str:
+    return f"{model}/{JUDGE_DIR}/window.json"

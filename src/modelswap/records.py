@@ -65,6 +65,7 @@ REPORT_FIELDS = (
     "refused_version",
     "refusal",
     "served_version",
+    "metrics",
 )
 _REPORT_TEXT = (
     "desired_version",
@@ -235,6 +236,7 @@ class FleetReport:
     refused_version: str | None = None  # a version it would not serve (verification, load)
     refusal: str | None = None  # why, in one line
     served_version: str | None = None  # what the app's loader serves (agent --loader-url)
+    metrics: dict[str, Any] | None = None  # the app's counters per version (--metrics-url)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
@@ -258,6 +260,8 @@ class FleetReport:
         bucket = raw.get("bucket")
         if isinstance(bucket, bool) or not isinstance(bucket, int | float | None):
             return f"bucket is {bucket!r}, not a number"
+        if not isinstance(raw.get("metrics"), dict | None):
+            return "metrics is not a JSON object"
         return cls(
             instance=stored_as,
             pointer=raw["pointer"],
@@ -275,6 +279,7 @@ class FleetReport:
             refused_version=text_or_none(raw.get("refused_version")),
             refusal=text_or_none(raw.get("refusal")),
             served_version=text_or_none(raw.get("served_version")),
+            metrics=raw.get("metrics"),
             extra={k: v for k, v in raw.items() if k not in REPORT_FIELDS},
         )
 

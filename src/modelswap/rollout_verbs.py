@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import contextlib
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from modelswap.errors import Busy, PointerMoved, UsageError
-from modelswap.metadata import utc_now
+from modelswap.judge import Criteria
+from modelswap.metadata import rfc3339, utc_now
 from modelswap.pointers import Move, move_pointer, read_pointer, require_pointer
 from modelswap.registry import Registry
 from modelswap.rollouts import (
@@ -41,6 +43,7 @@ class StartRequest:
     deadline_s: float = DEFAULT_DEADLINE_S
     reason: str | None = None
     salt: str | None = None  # the same salt keeps the same instances in the share
+    judge: Criteria = field(default_factory=Criteria)  # no criteria: readiness alone decides
 
 
 def start(registry: Registry, req: StartRequest) -> Rollout:
@@ -59,7 +62,21 @@ def start(registry: Registry, req: StartRequest) -> Rollout:
             f"{req.model}/CURRENT already names {req.version}: nothing to roll out",
             hint="publish a new version first",
         )
+    req.judge.check()
+    if req.judge.compares and len(req.steps) == 1:
+        raise UsageError(
+            "--max-error-ratio, --max-p99-ratio and --metric compare the canary with a baseline "
+            "cohort, and --steps 100 leaves no one on the baseline",
+            hint="start with a smaller share, e.g. --steps 10,100",
+        )
     existing = read(registry, req.model)
+    if existing is not None and existing[0].watching:
+        r = existing[0]
+        raise Busy(
+            f"rollout {r.id} promoted {req.model}/{r.version} and watches it until "
+            f"{r.watch_until} (the bake after promotion)",
+            hint=f"wait for it, or end the watch with `modelswap rollout abort {req.model}`",
+        )
     if existing is not None and existing[0].active:
         r = existing[0]
         raise Busy(
@@ -85,6 +102,7 @@ def start(registry: Registry, req: StartRequest) -> Rollout:
         bake_s=req.bake_s,
         min_instances=req.min_instances,
         deadline_s=req.deadline_s,
+        judge=req.judge.to_json() if req.judge.active else {},
     )
     # ROLLOUT first (of two starts one wins), then CANARY: agents follow CANARY only once it
     # names the candidate (follow.py), and a crash in between is finished by the controller.
@@ -103,10 +121,20 @@ def require(registry: Registry, model: str) -> tuple[Rollout, str]:
     return found
 
 
-def advance(registry: Registry, rollout: Rollout, etag: str, actor: str, reason: str) -> Rollout:
+def advance(
+    registry: Registry,
+    rollout: Rollout,
+    etag: str,
+    actor: str,
+    reason: str,
+    *,
+    evidence: dict[str, Any] | None = None,
+    before: dict[str, Any] | None = None,
+) -> Rollout:
     """The next step of exactly this rollout as read (ETag), or promotion at the last one:
     CURRENT moves from exactly the baseline to the candidate. A ROLLOUT changed meanwhile (a
-    human's step, another controller) fails the compare-and-swap: nothing moves."""
+    human's step, another controller) fails the compare-and-swap: nothing moves. `evidence`
+    (the judge's verdict) goes into the event; `before` is kept for the next comparisons."""
     if rollout.state != "running" or rollout.pending is not None:
         raise UsageError(
             f"rollout {rollout.id} is {rollout.state}"
@@ -115,13 +143,17 @@ def advance(registry: Registry, rollout: Rollout, etag: str, actor: str, reason:
             hint=f"modelswap rollout resume {rollout.model}" if rollout.state == "paused" else None,
         )
     if rollout.last_step:
-        nxt = rollout.but(pending=intent("promote", actor, reason))
+        nxt = rollout.but(
+            pending=intent("promote", actor, reason, evidence), before=before or rollout.before
+        )
     else:
         nxt = rollout.but(
             step=rollout.step + 1,
             step_started=utc_now(),
             converged_since=None,
-            pending=intent("step", actor, reason),
+            verdict=None,
+            before=before or rollout.before,
+            pending=intent("step", actor, reason, evidence),
         )
     return finish(registry, nxt, write(registry, nxt, etag))[0]
 
@@ -129,6 +161,13 @@ def advance(registry: Registry, rollout: Rollout, etag: str, actor: str, reason:
 def set_state(registry: Registry, model: str, state: str, actor: str, reason: str) -> Rollout:
     """pause, resume or abort (abort puts CANARY back on what CURRENT names)."""
     rollout, etag = require(registry, model)
+    if state == "aborted" and rollout.watching:  # the promotion stays; only the watch ends
+        ended = rollout.but(
+            watch_until=None,
+            stopped=f"promoted; the bake was ended by {actor}: {reason}",
+            pending=intent("bake-ended", actor, reason),
+        )
+        return finish(registry, ended, write(registry, ended, etag))[0]
     allowed = {"paused": ("running",), "running": ("paused",), "aborted": ACTIVE}[state]
     if rollout.state not in allowed:
         raise UsageError(f"rollout {rollout.id} is {rollout.state}; cannot make it {state}")
@@ -193,27 +232,59 @@ def finish(
                     actor,
                     reason=reason,
                     expect=rollout.baseline,
-                    extra={"rollout": summary(rollout)},
+                    extra={"rollout": summary(rollout, evidence)},
                 ),
             )
         final = "promoted"
     elif action == "rollback":
+        if p.get("current"):  # after promotion: CURRENT back from exactly the candidate
+            current = read_pointer(registry, rollout.model, CURRENT)
+            if not (recovering and current is not None and current.version == rollout.baseline):
+                move_pointer(
+                    registry,
+                    Move(
+                        rollout.model,
+                        CURRENT,
+                        rollout.baseline,
+                        "auto-rollback",
+                        actor,
+                        reason=reason,
+                        expect=rollout.version,
+                        extra={"rollout": summary(rollout, evidence)},
+                    ),
+                )
         quarantine(registry, rollout, reason, evidence or {})
         restore_canary(
             registry, rollout, type_="auto-rollback", actor=actor, reason=reason, evidence=evidence
         )
     elif action == "abort":
         restore_canary(registry, rollout, type_="rollout-abort", actor=actor, reason=reason)
-    else:  # step, pause, resume, halt: an event only
-        log(registry, rollout, f"rollout-{action}", actor, reason, once=recovering)
+    else:  # step, pause, resume, halt, baked: an event only
+        log(
+            registry,
+            rollout,
+            f"rollout-{action}",
+            actor,
+            reason,
+            once=recovering,
+            evidence=evidence,
+        )
+    watch = action == "promote" and bool(rollout.judge) and rollout.bake_s > 0
     done = rollout.but(
         pending=None,
         state=final,
+        # promoted with a judge: watched for --bake more (the controller rolls back on a
+        # regression against the baseline's traffic before the promotion)
+        watch_until=_later(rollout.bake_s) if watch else rollout.watch_until,
         stopped=f"promoted to CURRENT: {reason}" if final == "promoted" else rollout.stopped,
         # the first step's clock starts when CANARY names the candidate, not when it was asked
         step_started=utc_now() if action == "start" else rollout.step_started,
     )
     return done, write(registry, done, etag)
+
+
+def _later(seconds: float) -> str:
+    return rfc3339(datetime.now(UTC) + timedelta(seconds=seconds))
 
 
 def restore_canary(

@@ -86,7 +86,14 @@ class Rollout:
     # A decision written but whose side effects (an event, a pointer move, a quarantine) may
     # not all have happened yet: whoever finds it finishes them (rollout_verbs.finish).
     pending: dict[str, Any] | None = None
-    judge: dict[str, Any] = field(default_factory=dict)
+    judge: dict[str, Any] = field(default_factory=dict)  # judge.Criteria.to_json(); {}: none
+    # The judge's last verdict when its result or run of failures changed (the window it
+    # judges, with every instance's marks and the freshest verdict, is its own object: see
+    # analysis.py), and the baseline's traffic before the final step, which the last step
+    # and the bake after promotion compare with.
+    verdict: dict[str, Any] | None = None
+    before: dict[str, Any] | None = None
+    watch_until: str | None = None  # promoted, and watched for a regression until then
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -97,6 +104,11 @@ class Rollout:
     def fraction(self) -> float:
         """The share of the fleet on CANARY now (0 once the rollout is over)."""
         return self.steps[self.step] / 100 if self.active else 0.0
+
+    @property
+    def watching(self) -> bool:
+        """Promoted, and still watched for a regression (the bake after promotion)."""
+        return self.state == "promoted" and self.watch_until is not None
 
     @property
     def last_step(self) -> bool:
@@ -138,6 +150,9 @@ class Rollout:
             "evidence": self.evidence,
             "pending": self.pending,
             "judge": self.judge,
+            "verdict": self.verdict,
+            "before": self.before,
+            "watch_until": self.watch_until,
         }
 
     @classmethod
@@ -170,9 +185,14 @@ class Rollout:
                 evidence=raw.get("evidence") if isinstance(raw.get("evidence"), dict) else None,
                 pending=raw.get("pending") if isinstance(raw.get("pending"), dict) else None,
                 judge=dict(raw["judge"]) if isinstance(raw.get("judge"), dict) else {},
+                verdict=_object(raw.get("verdict")),
+                before=_object(raw.get("before")),
+                watch_until=raw.get("watch_until")
+                if isinstance(raw.get("watch_until"), str)
+                else None,
                 extra={k: v for k, v in raw.items() if k not in _FIELDS},
             )
-            for t in (r.started, r.updated, r.step_started, r.converged_since):
+            for t in (r.started, r.updated, r.step_started, r.converged_since, r.watch_until):
                 if t is not None:
                     parse_time(t)  # a time the controller cannot read: not a rollout
         except (KeyError, TypeError, ValueError, OverflowError) as e:
@@ -184,6 +204,10 @@ class Rollout:
 
 
 _FIELDS = {f.name for f in dataclasses.fields(Rollout)} - {"extra"}
+
+
+def _object(value: Any) -> dict[str, Any] | None:
+    return value if isinstance(value, dict) else None
 
 
 def _int(value: Any) -> int:
@@ -259,7 +283,14 @@ def write(registry: Registry, rollout: Rollout, etag: str | None) -> str:
 
 
 def log(
-    registry: Registry, rollout: Rollout, type_: str, actor: str, reason: str, *, once: bool
+    registry: Registry,
+    rollout: Rollout,
+    type_: str,
+    actor: str,
+    reason: str,
+    *,
+    once: bool,
+    evidence: dict[str, Any] | None = None,
 ) -> None:
     """A decision that moves no pointer (a step, a pause): an event on CANARY from and to the
     candidate, so each pointer's chain of from/to stays unbroken. Written under the moves lease
@@ -282,7 +313,7 @@ def log(
         actor=actor,
         time=utc_now(),
         reason=reason,
-        extra={"rollout": summary(rollout)},
+        extra={"rollout": summary(rollout, evidence)},
     )
     with acquire_moves(registry, rollout.model, actor=actor):
         events.append(event)

@@ -113,6 +113,15 @@ envFrom:
 {{- if or .Values.agent.report .Values.rollouts.enabled }}
 - --report
 {{- end }}
+{{- if .Values.rollouts.enabled }}
+{{- /* the judge's live metrics: the loader's own endpoints, or the server's /metrics */}}
+{{- if .Values.server.loaderHealthPort }}
+- --loader-url=http://127.0.0.1:{{ .Values.server.loaderHealthPort }}/health
+{{- end }}
+{{- with (.Values.rollouts.metricsUrl | default (ternary (printf "http://127.0.0.1:%v/metrics" .Values.server.loaderHealthPort) "" (gt (int .Values.server.loaderHealthPort) 0))) }}
+- --metrics-url={{ . }}
+{{- end }}
+{{- end }}
 {{- if .Values.agent.onSwap.command }}
 - --on-swap-command={{ join " " .Values.agent.onSwap.command }}
 {{- end }}

@@ -111,5 +111,6 @@ def cmd_agent(args: argparse.Namespace) -> int:
         refresh_token=refresh_token(args.refresh_token_file),
         trust_keys=tuple(args.trust_key),
         loader_url=args.loader_url,
+        metrics_url=args.metrics_url,
     )
     return agent_main(cfg.checked())

@@ -326,6 +326,12 @@ def _add_fleet_commands(command: Command) -> None:
     )
     add_flag(
         p,
+        "--metrics-url",
+        help="the app's /metrics (modelswap_requests_total, ...): per-version request counts, "
+        "errors and latency go into the fleet report for a rollout's judge",
+    )
+    add_flag(
+        p,
         "--min-rate",
         type=int,
         default=AGENT["min_rate_bps"],

@@ -10,9 +10,17 @@ import sys
 import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Any
 
 from modelswap import render
-from modelswap.api import RolloutStatus
+from modelswap.api import (
+    DEFAULT_ALPHA,
+    DEFAULT_FAIL_CHECKS,
+    DEFAULT_MIN_REQUESTS,
+    Criteria,
+    MetricRule,
+    RolloutStatus,
+)
 from modelswap.cli.common import _api, _Parser, _print_json
 from modelswap.config import add_flag
 from modelswap.errors import UsageError
@@ -69,6 +77,7 @@ def add_parser(sub: argparse._SubParsersAction[_Parser], common: _Parser) -> Non
         "--salt",
         help="bucket salt (default: random); the same salt keeps the same instances in the share",
     )
+    _judge_flags(v)
     v = verb("status", cmd_status, "the rollout, and which instance follows what")
     add_flag(v, "--json", action="store_true", help="stable JSON for scripts")
     add_flag(v, "--stale-after", type=float, default=90.0, help="seconds a report stays fresh")
@@ -100,6 +109,63 @@ def add_parser(sub: argparse._SubParsersAction[_Parser], common: _Parser) -> Non
     add_flag(v, "--stale-after", type=float, default=90.0, help="seconds a report stays fresh")
 
 
+def _judge_flags(v: _Parser) -> None:
+    g = v.add_argument_group(
+        "judge (live metrics from agents run with --metrics-url; any of these turns it on)"
+    )
+    add_flag(g, "--max-error-rate", type=float, help="fail if the canary's error rate is above")
+    add_flag(g, "--max-p99-ms", type=float, help="fail if the canary's p99 latency is above")
+    add_flag(
+        g,
+        "--max-error-ratio",
+        type=float,
+        help="fail if the canary's error rate is this many times the baseline's, significantly",
+    )
+    add_flag(
+        g,
+        "--max-p99-ratio",
+        type=float,
+        help="fail if the canary's p99 is this many times the baseline's, significantly",
+    )
+    add_flag(
+        g,
+        "--metric",
+        env_var="MODELSWAP_ROLLOUT_METRIC",  # publish's --metric is NAME=VALUE
+        action="append",
+        default=[],
+        help="NAME:min:TOL (a score: fail below the baseline's minus TOL) or NAME:max:TOL "
+        "(a cost: fail above its plus TOL), for the app's loader.observe(NAME, value)",
+    )
+    add_flag(
+        g,
+        "--min-requests",
+        type=int,
+        default=DEFAULT_MIN_REQUESTS,
+        help="requests (and observations) each side needs; below: inconclusive, the step holds",
+    )
+    add_flag(
+        g,
+        "--fail-checks",
+        type=int,
+        default=DEFAULT_FAIL_CHECKS,
+        help="consecutive failing checks (each on new traffic) before it rolls back",
+    )
+    add_flag(g, "--alpha", type=float, default=DEFAULT_ALPHA, help="significance of each test")
+
+
+def _criteria(args: argparse.Namespace) -> Criteria:
+    return Criteria(
+        max_error_rate=args.max_error_rate,
+        max_p99_ms=args.max_p99_ms,
+        max_error_ratio=args.max_error_ratio,
+        max_p99_ratio=args.max_p99_ratio,
+        metrics=tuple(MetricRule.parse(m) for m in args.metric),
+        min_requests=args.min_requests,
+        fail_checks=args.fail_checks,
+        alpha=args.alpha,
+    ).check()
+
+
 def cmd_start(args: argparse.Namespace) -> int:
     r = _api(args).rollout_start(
         args.model,
@@ -110,6 +176,7 @@ def cmd_start(args: argparse.Namespace) -> int:
         deadline_s=args.progress_deadline,
         reason=args.reason,
         salt=args.salt,
+        judge=_criteria(args),
     )
     print(
         f"rollout {r.id}: {args.model}/{r.version} over {r.baseline}, steps "
@@ -140,8 +207,12 @@ def describe(status: RolloutStatus) -> str:
         + (f", ready since {r.converged_since} (bake {r.bake_s:g} s)" if r.converged_since else ""),
         f"  CURRENT {status.current or '-'}, CANARY {status.canary or '-'}",
     ]
+    if r.watching:
+        lines.append(f"  promoted; watched for a regression until {r.watch_until}")
     if r.stopped:
         lines.append(f"  {r.stopped}")
+    # the freshest verdict while the rollout is judged; the one it acted on once it is over
+    lines += verdict_lines(status.judging if r.active or r.watching else r.verdict)
     rows = [
         [
             i.name,
@@ -157,6 +228,28 @@ def describe(status: RolloutStatus) -> str:
         headers = ["INSTANCE", "BUCKET", "FOLLOWS", "ACTIVE", "READY", "REFUSAL"]
         lines += ["", render.table(headers, rows)]
     return "\n".join(lines)
+
+
+def verdict_lines(verdict: dict[str, Any] | None) -> list[str]:
+    """The judge's last verdict and each check's evidence, for people."""
+    if not verdict:
+        return []
+    fails = verdict.get("fails", 0)
+    lines = [
+        f"  verdict {verdict.get('result')} ({verdict.get('phase')}, {fails} of "
+        f"{verdict.get('fail_checks')} failing checks in a row): {verdict.get('why')}"
+    ]
+    for side in ("canary", "baseline"):
+        s = verdict.get(side)
+        if isinstance(s, dict):
+            lines.append(
+                f"    {side}: {s.get('instances')} instance(s), {s.get('requests')} requests, "
+                f"error rate {s.get('error_rate')}, p99 {s.get('p99_ms')} ms"
+            )
+    for check in verdict.get("checks", []):
+        if isinstance(check, dict):
+            lines.append(f"    {check.get('check')}: {check.get('result')} - {check.get('why')}")
+    return lines
 
 
 def _moved(args: argparse.Namespace, verb: str) -> int:

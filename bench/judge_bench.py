@@ -1,0 +1,157 @@
+"""How often the rollout judge is wrong: its false-alarm rate when the canary and its baseline
+are the same, and how often (and how fast) it catches a given regression.
+
+Each simulated rollout is what the controller does during one step: both cohorts serve
+`--per-check` requests between two checks, the judge looks at everything since the window
+opened (modelswap.judge, the controller's own code), and the rollout is rolled back once
+`fail_checks` checks in a row fail; after `--checks` checks without that, it goes on. Traffic
+is synthetic with known answers (numpy): lognormal latency on the loader's fixed buckets,
+Bernoulli errors and Bernoulli "right answer" labels.
+
+    .venv/bin/python -m bench.judge_bench [--json out.json] [--rollouts 400]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+
+from bench.common import emit
+from modelswap.judge import Criteria, MetricRule, judge
+from modelswap.traffic import BUCKETS_S, Traffic
+
+CRITERIA = Criteria(
+    max_error_ratio=2.0,
+    max_p99_ratio=1.5,
+    metrics=(MetricRule("accuracy", "min", 0.05),),
+    min_requests=200,
+)
+
+
+@dataclass(frozen=True)
+class Side:
+    error_rate: float = 0.001
+    ms: float = 10.0
+    accuracy: float = 0.95
+
+
+SCENARIOS: list[tuple[str, Side, str]] = [
+    ("identical (0.1% errors, 10 ms, 95% right)", Side(), "false alarm"),
+    ("identical, no errors at all", Side(error_rate=0.0), "false alarm"),
+    ("errors 5% vs 0.1%", Side(error_rate=0.05), "detection"),
+    ("errors 1% vs 0.1%", Side(error_rate=0.01), "detection"),
+    ("errors 0.2% vs 0.1% (ratio 2, not past it)", Side(error_rate=0.002), "false alarm"),
+    ("latency 2x", Side(ms=20.0), "detection"),
+    ("latency 1.2x (below --max-p99-ratio 1.5)", Side(ms=12.0), "false alarm"),
+    ("live accuracy 61% vs 96%", Side(accuracy=0.61), "detection"),
+    ("live accuracy 93% vs 95% (within tolerance 0.05)", Side(accuracy=0.93), "false alarm"),
+]
+
+
+def draw(rng: np.random.Generator, side: Side, n: int) -> Traffic:
+    seconds = rng.lognormal(np.log(side.ms / 1000), 0.3, n)
+    per = np.bincount(np.searchsorted(BUCKETS_S, seconds), minlength=len(BUCKETS_S) + 1)
+    right = int(rng.binomial(n, side.accuracy))
+    return Traffic(
+        requests=n,
+        errors=int(rng.binomial(n, side.error_rate)),
+        seconds_sum=float(seconds.sum()),
+        counts=tuple(int(c) for c in np.cumsum(per)),
+        quality={"accuracy": (n, float(right), float(right))},  # 0/1 labels: sumsq = sum
+    )
+
+
+def one_rollout(
+    rng: np.random.Generator, c: Criteria, canary: Side, base: Side, *, per_check: int, checks: int
+) -> int | None:
+    """The check at which the rollout was rolled back, or None if it went on."""
+    ct, bt, fails = Traffic(), Traffic(), 0
+    for k in range(1, checks + 1):
+        ct, bt = ct + draw(rng, canary, per_check), bt + draw(rng, base, per_check)
+        v = judge(c, ct, bt, canary_instances=1, baseline_instances=1)
+        fails = fails + 1 if v.result == "fail" else 0 if v.result == "pass" else fails
+        if fails >= c.fail_checks:
+            return k
+    return None
+
+
+def scenario(
+    name: str, canary: Side, kind: str, args: argparse.Namespace, *, fail_checks: int, seed: int
+) -> dict[str, Any]:
+    rng = np.random.default_rng(seed)
+    c = replace(CRITERIA, fail_checks=fail_checks)
+    base = Side(error_rate=0.0) if canary.error_rate == 0.0 else Side()
+    hits = [
+        one_rollout(rng, c, canary, base, per_check=args.per_check, checks=args.checks)
+        for _ in range(args.rollouts)
+    ]
+    caught = [k for k in hits if k is not None]
+    return {
+        "scenario": name,
+        "kind": kind,
+        "fail_checks": fail_checks,
+        "rollouts": args.rollouts,
+        "rolled_back": len(caught),
+        "rate": len(caught) / args.rollouts,
+        "median_checks": float(np.median(caught)) if caught else None,
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--json")
+    ap.add_argument("--rollouts", type=int, default=400)
+    ap.add_argument("--checks", type=int, default=20, help="checks per simulated step")
+    ap.add_argument("--per-check", type=int, default=100, help="requests per side per check")
+    args = ap.parse_args()
+    started = time.monotonic()
+    rows = []
+    for i, (name, canary, kind) in enumerate(SCENARIOS):
+        for fail_checks in (1, CRITERIA.fail_checks):
+            rows.append(scenario(name, canary, kind, args, fail_checks, seed=1000 + i))
+            print(f"{rows[-1]}", flush=True)
+    emit(
+        {
+            "rollouts": args.rollouts,
+            "checks": args.checks,
+            "per_check": args.per_check,
+            "criteria": CRITERIA.to_json(),
+            "rows": rows,
+            "seconds": round(time.monotonic() - started, 1),
+        },
+        args.json,
+    )
+
+
+def render(r: dict[str, Any]) -> list[str]:
+    """The section of docs/benchmarks.md (bench/report.py)."""
+    c = r["criteria"]
+    out = [
+        "## The rollout judge's error rates (`python -m bench.judge_bench`)",
+        "",
+        f"{r['rollouts']} simulated steps per row: canary and baseline each serve "
+        f"{r['per_check']} requests between two checks, {r['checks']} checks per step, and the "
+        "judge (the controller's own code) looks at everything since the window opened. "
+        f"Criteria: --max-error-ratio {c['max_error_ratio']:g} --max-p99-ratio "
+        f"{c['max_p99_ratio']:g} --metric {c['metrics'][0]} --min-requests {c['min_requests']} "
+        f"--alpha {c['alpha']:g}. A step is rolled back after --fail-checks failing checks in a "
+        "row. *False alarm* rows should be rolled back never; *detection* rows always.",
+        "",
+        "| scenario | kind | --fail-checks | rolled back | median checks to roll back |",
+        "|---|---|---|---|---|",
+    ]
+    for row in r["rows"]:
+        checks = "-" if row["median_checks"] is None else f"{row['median_checks']:g}"
+        out.append(
+            f"| {row['scenario']} | {row['kind']} | {row['fail_checks']} | "
+            f"{row['rolled_back']}/{row['rollouts']} ({row['rate']:.1%}) | {checks} |"
+        )
+    return [*out, ""]
+
+
+if __name__ == "__main__":
+    main()

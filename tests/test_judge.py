@@ -1,0 +1,173 @@
+"""The judge on synthetic traffic with known answers, and the counters it reads: the loader's
+export, the agent's parse of it, and the sums across instances."""
+
+from __future__ import annotations
+
+import bisect
+import random
+
+import pytest
+from agent.metrics import parse
+from loader.traffic import Counters
+
+from modelswap.judge import Criteria, MetricRule, judge
+from modelswap.traffic import BUCKETS_S, BadTraffic, Traffic, total
+
+
+def traffic(n: int, *, error_rate: float = 0.0, ms: float = 10.0, seed: int = 1,
+            quality: tuple[str, float] | None = None) -> Traffic:  # fmt: skip
+    """n requests as a loader counts them: lognormal latency around `ms`, Bernoulli errors."""
+    rng = random.Random(seed)
+    c = Counters()
+    for _ in range(n):
+        c.request("v", rng.lognormvariate(0, 0.3) * ms / 1000, rng.random() < error_rate)
+        if quality:
+            c.observe("v", quality[0], 1.0 if rng.random() < quality[1] else 0.0)
+    return parse(c.render())["v"]
+
+
+def run(c: Criteria, canary: Traffic, baseline: Traffic | None) -> dict:
+    return judge(c, canary, baseline, canary_instances=2, baseline_instances=2).to_json()
+
+
+def test_loader_export_reads_back_exactly() -> None:
+    c = Counters()
+    for s in (0.0004, 0.001, 0.0101, 2.0, 99.0):
+        c.request("v1", s, error=s > 1)
+    c.observe("v1", "accuracy", 1.0)
+    c.observe("v1", "accuracy", 0.0)
+    t = parse(c.render())["v1"]
+    assert (t.requests, t.errors) == (5, 2)
+    assert t.bounds == BUCKETS_S
+    per = t.per_bucket()
+    for s in (0.0004, 0.001, 0.0101, 2.0):
+        assert per[bisect.bisect_left(BUCKETS_S, s)] >= 1
+    assert per[-1] == 1  # 99 s: only in +Inf
+    assert t.quality == {"accuracy": (2, 1.0, 1.0)}
+    assert Traffic.from_json(t.to_json()) == t
+
+
+def test_a_reset_counter_counts_everything_after_it() -> None:
+    a, b = traffic(500, seed=1), traffic(200, seed=2)
+    assert (a + b).since(a).requests == 200
+    assert b.since(a) == b  # went down: the app restarted, all of b is new
+
+
+def test_histograms_with_other_bounds_add_on_the_shared_ones() -> None:
+    a = traffic(100)
+    coarse = a.on(BUCKETS_S[::2])
+    s = a + coarse
+    assert s.bounds == BUCKETS_S[::2]
+    assert s.requests == 200
+    assert s.counts[-1] == 200
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        {"requests": 3, "errors": 4, "bounds": [1.0], "counts": [3, 3]},
+        {"requests": 3, "errors": 0, "bounds": [1.0, 0.5], "counts": [1, 2, 3]},
+        {"requests": 3, "errors": 0, "bounds": [1.0], "counts": [3, 2]},
+        {"requests": -1, "errors": 0, "bounds": [], "counts": [-1]},
+        {"requests": 1, "errors": 0, "bounds": [float("nan")], "counts": [1, 1]},
+        {"requests": 1, "errors": 0, "bounds": [], "counts": [1], "quality": {"a": [1, 2]}},
+        [],
+    ],
+)
+def test_metrics_that_are_not_counts_are_refused(raw: object) -> None:
+    with pytest.raises(BadTraffic):
+        Traffic.from_json(raw)
+
+
+def test_too_little_traffic_is_inconclusive_not_pass_or_fail() -> None:
+    c = Criteria(max_error_ratio=2, max_error_rate=0.01, min_requests=200)
+    v = run(c, traffic(50, error_rate=0.5), traffic(1000))
+    assert v["result"] == "inconclusive"
+    assert "50 of the 200" in v["why"]
+    v = run(c, traffic(1000), traffic(30))
+    assert v["result"] == "inconclusive"
+    assert "30 of the 200" in v["why"]
+    assert run(c, traffic(1000), None)["result"] == "inconclusive"
+
+
+def test_five_percent_errors_against_none_fails_with_evidence() -> None:
+    v = run(Criteria(max_error_ratio=2), traffic(1000, error_rate=0.05), traffic(1000, seed=9))
+    assert v["result"] == "fail"
+    (check,) = [c for c in v["checks"] if c["check"] == "error-ratio"]
+    assert check["baseline_errors"] == 0
+    assert check["canary_errors"] > 20
+    assert check["method"] == "fisher-exact"
+    assert check["p_value"] < 1e-6
+    assert v["canary"]["error_rate"] > 0.02
+    assert v["baseline"]["error_rate"] == 0
+
+
+def test_sparse_errors_are_not_a_significant_regression() -> None:
+    # 1 error in 300 against none: ratio 3 but p = 0.5 -- noise, not a rollback
+    canary = Traffic.from_json({**traffic(300).to_json(), "errors": 1})
+    v = run(Criteria(max_error_ratio=2), canary, traffic(300, seed=4))
+    assert v["result"] == "pass"
+
+
+def test_sparse_but_real_errors_of_a_service_that_has_none_fail() -> None:
+    """Kayenta's issue 426: a service whose error rate is usually zero, a canary with a few
+    errors. Pooled counts, not a rank test on per-interval rates: 10 errors in 2,000 against
+    none in 2,000 is p = 0.5^10, a failure; 4 against 0 (p = 1/16 by any test: the chance
+    that all four land in the canary) is not yet evidence at alpha 0.01."""
+    c = Criteria(max_error_ratio=2)
+    canary = Traffic.from_json({**traffic(2000).to_json(), "errors": 10})
+    v = run(c, canary, traffic(2000, seed=5))
+    assert v["result"] == "fail"
+    assert v["checks"][0]["p_value"] == pytest.approx(0.5**10, rel=0.05)
+    four = Traffic.from_json({**traffic(2000).to_json(), "errors": 4})
+    assert run(c, four, traffic(2000, seed=5))["checks"][0]["p_value"] == pytest.approx(
+        1 / 16, rel=0.05
+    )
+
+
+def test_twice_as_slow_fails_p99_ratio_and_alike_passes() -> None:
+    c = Criteria(max_p99_ratio=1.5)
+    slow = run(c, traffic(1000, ms=20, seed=2), traffic(1000, ms=10, seed=3))
+    assert slow["result"] == "fail"
+    (check,) = slow["checks"]
+    assert check["ratio"] > 1.6
+    assert check["effect"] > 0.9
+    assert check["method"] == "mann-whitney"
+    same = run(c, traffic(1000, ms=10, seed=2), traffic(1000, ms=10, seed=3))
+    assert same["result"] == "pass"
+
+
+def test_quality_drop_beyond_tolerance_fails() -> None:
+    c = Criteria(metrics=(MetricRule.parse("accuracy:min:0.05"),))
+    bad = run(c, traffic(800, quality=("accuracy", 0.61)), traffic(800, quality=("accuracy", 0.96)))
+    assert bad["result"] == "fail"
+    assert "accuracy" in bad["why"]
+    ok = run(c, traffic(800, quality=("accuracy", 0.95)), traffic(800, quality=("accuracy", 0.96)))
+    assert ok["result"] == "pass"
+    none = run(c, traffic(800), traffic(800, quality=("accuracy", 0.96)))
+    assert none["result"] == "inconclusive"
+
+
+def test_guard_rails_judge_the_canary_alone() -> None:
+    c = Criteria(max_error_rate=0.01, max_p99_ms=15)
+    assert run(c, traffic(1000, error_rate=0.05), None)["result"] == "fail"
+    assert run(c, traffic(1000, ms=30), None)["result"] == "fail"
+    assert run(c, traffic(1000, ms=5), None)["result"] == "pass"
+
+
+def test_criteria_round_trip_and_refuse_nonsense() -> None:
+    c = Criteria(max_error_ratio=2, metrics=(MetricRule.parse("loss:max:0.1"),), fail_checks=2)
+    assert Criteria.from_json(c.to_json()) == c
+    assert not Criteria().active
+    assert c.active
+    for bad in ("accuracy", "accuracy:up:1", "a b:min:1"):
+        with pytest.raises(Exception, match="NAME:min:TOL"):
+            MetricRule.parse(bad)
+    with pytest.raises(ValueError, match="not a number"):
+        Criteria.from_json({"max_error_ratio": "2"})
+    with pytest.raises(Exception, match="--alpha"):
+        Criteria(alpha=0.7).check()
+
+
+def test_total_of_nothing_is_empty() -> None:
+    assert total([]).empty
