@@ -44,6 +44,7 @@ SCENARIOS: list[tuple[str, Side, str]] = [
     ("identical, no errors at all", Side(error_rate=0.0), "false alarm"),
     ("errors 5% vs 0.1%", Side(error_rate=0.05), "detection"),
     ("errors 1% vs 0.1%", Side(error_rate=0.01), "detection"),
+    ("errors 0.5% vs none (a service that has none)", Side(error_rate=0.005), "detection"),
     ("errors 0.2% vs 0.1% (ratio 2, not past it)", Side(error_rate=0.002), "false alarm"),
     ("latency 2x", Side(ms=20.0), "detection"),
     ("latency 1.2x (below --max-p99-ratio 1.5)", Side(ms=12.0), "false alarm"),
@@ -67,16 +68,17 @@ def draw(rng: np.random.Generator, side: Side, n: int) -> Traffic:
 
 def one_rollout(
     rng: np.random.Generator, c: Criteria, canary: Side, base: Side, *, per_check: int, checks: int
-) -> int | None:
-    """The check at which the rollout was rolled back, or None if it went on."""
-    ct, bt, fails = Traffic(), Traffic(), 0
+) -> tuple[int | None, int, int]:
+    """(the check at which the rollout was rolled back or None, checks judged, failing ones)."""
+    ct, bt, fails, failing = Traffic(), Traffic(), 0, 0
     for k in range(1, checks + 1):
         ct, bt = ct + draw(rng, canary, per_check), bt + draw(rng, base, per_check)
         v = judge(c, ct, bt, canary_instances=1, baseline_instances=1)
+        failing += v.result == "fail"
         fails = fails + 1 if v.result == "fail" else 0 if v.result == "pass" else fails
         if fails >= c.fail_checks:
-            return k
-    return None
+            return k, k, failing
+    return None, checks, failing
 
 
 def scenario(
@@ -84,27 +86,35 @@ def scenario(
 ) -> dict[str, Any]:
     rng = np.random.default_rng(seed)
     c = replace(CRITERIA, fail_checks=fail_checks)
-    base = Side(error_rate=0.0) if canary.error_rate == 0.0 else Side()
-    hits = [
+    none = canary.error_rate == 0.0 or "vs none" in name
+    base = Side(error_rate=0.0) if none else Side()
+    n = args.rollouts * (args.false_alarm_factor if kind == "false alarm" else 1)
+    runs = [
         one_rollout(rng, c, canary, base, per_check=args.per_check, checks=args.checks)
-        for _ in range(args.rollouts)
+        for _ in range(n)
     ]
-    caught = [k for k in hits if k is not None]
+    caught = [k for k, _, _ in runs if k is not None]
+    checks, failing = sum(r[1] for r in runs), sum(r[2] for r in runs)
     return {
         "scenario": name,
         "kind": kind,
         "fail_checks": fail_checks,
-        "rollouts": args.rollouts,
+        "rollouts": n,
         "rolled_back": len(caught),
-        "rate": len(caught) / args.rollouts,
+        "rate": len(caught) / n,
         "median_checks": float(np.median(caught)) if caught else None,
+        "checks": checks,
+        "failing_checks": failing,
     }
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--json")
-    ap.add_argument("--rollouts", type=int, default=400)
+    ap.add_argument("--rollouts", type=int, default=300)
+    ap.add_argument(
+        "--false-alarm-factor", type=int, default=5, help="x more rollouts for false-alarm rows"
+    )
     ap.add_argument("--checks", type=int, default=20, help="checks per simulated step")
     ap.add_argument("--per-check", type=int, default=100, help="requests per side per check")
     args = ap.parse_args()
@@ -112,7 +122,7 @@ def main() -> None:
     rows = []
     for i, (name, canary, kind) in enumerate(SCENARIOS):
         for fail_checks in (1, CRITERIA.fail_checks):
-            rows.append(scenario(name, canary, kind, args, fail_checks, seed=1000 + i))
+            rows.append(scenario(name, canary, kind, args, fail_checks=fail_checks, seed=1000 + i))
             print(f"{rows[-1]}", flush=True)
     emit(
         {
@@ -141,15 +151,32 @@ def render(r: dict[str, Any]) -> list[str]:
         f"--alpha {c['alpha']:g}. A step is rolled back after --fail-checks failing checks in a "
         "row. *False alarm* rows should be rolled back never; *detection* rows always.",
         "",
-        "| scenario | kind | --fail-checks | rolled back | median checks to roll back |",
-        "|---|---|---|---|---|",
+        "| scenario | kind | --fail-checks | rolled back | median checks to roll back | "
+        "checks that failed |",
+        "|---|---|---|---|---|---|",
     ]
     for row in r["rows"]:
         checks = "-" if row["median_checks"] is None else f"{row['median_checks']:g}"
         out.append(
             f"| {row['scenario']} | {row['kind']} | {row['fail_checks']} | "
-            f"{row['rolled_back']}/{row['rollouts']} ({row['rate']:.1%}) | {checks} |"
+            f"{row['rolled_back']}/{row['rollouts']} ({row['rate']:.2%}) | {checks} | "
+            f"{row['failing_checks']}/{row['checks']} |"
         )
+    fa = [x for x in r["rows"] if x["kind"] == "false alarm"]
+    worst = max(fa, key=lambda x: x["rate"])
+    same = [x for x in fa if x["scenario"].startswith("identical")]
+    out += [
+        "",
+        f"On identical canary and baseline, {sum(x['failing_checks'] for x in same)} of "
+        f"{sum(x['checks'] for x in same)} checks failed and "
+        f"{sum(x['rolled_back'] for x in same)} of {sum(x['rollouts'] for x in same)} steps "
+        f'were rolled back. The worst false-alarm row is "{worst["scenario"]}" at '
+        f"--fail-checks {worst['fail_checks']}: {worst['rate']:.2%}. Requiring the effect to "
+        "pass the ratio or tolerance *and* be significant keeps differences smaller than the "
+        "limits from rolling back as the sample grows; --fail-checks (default "
+        f"{r['criteria']['fail_checks']}) adds to the delay (the median check of detection) "
+        "what it removes from the false alarms.",
+    ]
     return [*out, ""]
 
 

@@ -347,6 +347,21 @@ def render(agent: dict[str, Any], loader: list[dict[str, Any]], gate: dict[str, 
     return "\n".join(lines)
 
 
+def _written_line(text: str) -> str:
+    return next(line for line in text.splitlines() if line.startswith("Written by"))
+
+
+def _history(out: Path, rerun: list[str]) -> str:
+    """The header after an --only run: when each section was measured, not just today (the
+    other sections come from their saved results, measured earlier)."""
+    try:
+        before = _written_line(out.read_text()).rstrip(".")
+    except (OSError, StopIteration):
+        before = "Written by `make bench`"
+    names = ", ".join(rerun)
+    return f"{before}; {names} on {datetime.now(UTC):%Y-%m-%d} with `--only {','.join(rerun)}`."
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--from-json", help="folder with agent.json, loader.json, gate.json to reuse")
@@ -373,6 +388,8 @@ def main() -> None:
             (ROOT / "docs").mkdir(exist_ok=True)
             results[name] = run(name, saved)
     text = render(results["agent"], results["loader"], results["gate"])
+    if args.only and not args.from_json:
+        text = text.replace(_written_line(text), _history(Path(args.out), sorted(only)), 1)
     text += "\n" + "\n".join(render_shared(results["shared"]))
     if "peers" in results:
         text += "\n" + "\n".join(render_peers(results["peers"]))

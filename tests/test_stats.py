@@ -109,6 +109,18 @@ def test_mean_shift_matches_welch() -> None:
     assert t.p_value is not None
     assert t.p_value < 1e-30
     assert t.canary_mean == pytest.approx(sum(a) / len(a))
+    # against a margin: worse by more than 0.05? (the baseline's values shifted down by it)
+    m = stats.mean_shift(
+        (len(a), sum(a), sum(x * x for x in a)),
+        (len(b), sum(b), sum(x * x for x in b)),
+        higher_is_better=True,
+        margin=0.05,
+    )
+    ref = sp.ttest_ind([x - 0.05 for x in b], a, equal_var=False, alternative="greater")
+    assert m.z == pytest.approx(ref.statistic, rel=1e-9)
+    assert m.z is not None
+    assert t.z is not None
+    assert m.z < t.z
 
 
 def test_mean_shift_without_squares_has_no_test() -> None:

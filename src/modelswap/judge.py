@@ -4,7 +4,8 @@ A verdict is `pass`, `fail` or `inconclusive`, with one entry of evidence per ch
 rates, statistic, p-value, effect size). Below `min_requests` on either side a check is
 inconclusive: silence never passes and never fails. A comparison fails only when the canary
 is both materially worse (past the ratio or tolerance the user set) and significantly worse
-(one-sided p below `alpha`): a large fleet makes tiny differences significant, a small one
+(one-sided p below `alpha`; for quality metrics, significantly worse by more than the
+tolerance): a large fleet makes tiny differences significant, a small one
 makes large differences noise, and either alone would roll back good versions. The statistics
 are in stats.py; the controller decides what a verdict does (controller.py, analysis.py).
 """
@@ -308,7 +309,7 @@ def _metric(c: Criteria, rule: MetricRule, canary: Traffic, baseline: Traffic) -
         have = f"{cq[0] if cq else 0} and {bq[0] if bq else 0}"
         why = f"{rule.name}: {have} observations, a verdict needs {low} on each side"
         return {"check": name, "result": "inconclusive", "why": why}
-    t = stats.mean_shift(cq, bq, higher_is_better=rule.bound == "min")
+    t = stats.mean_shift(cq, bq, higher_is_better=rule.bound == "min", margin=rule.tolerance)
     worse = (
         (t.baseline_mean - t.canary_mean)
         if rule.bound == "min"

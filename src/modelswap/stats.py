@@ -10,7 +10,8 @@ not imported here (the controller should not carry it).
   pooled two-proportion z-test once they are many (where the two agree).
 - Latency: the Mann-Whitney rank test on two histograms with the same bucket bounds; every
   request in a bucket ties with the others there, and the variance carries the tie correction.
-- Quality: Welch's z on two means from (count, sum, sum of squares).
+- Quality: Welch's z on two means from (count, sum, sum of squares), against a margin: is the
+  canary worse by more than the tolerance (a non-inferiority test), not merely worse.
 """
 
 from __future__ import annotations
@@ -133,7 +134,8 @@ def quantile(bounds: Sequence[float], cumulative: Sequence[int], q: float) -> fl
 
 @dataclass(frozen=True)
 class MeanTest:
-    """Is the canary's mean worse than the baseline's (lower when `higher_is_better`)?"""
+    """Is the canary's mean worse than the baseline's by more than `margin` (lower, when
+    `higher_is_better`)?"""
 
     canary_mean: float
     baseline_mean: float
@@ -146,8 +148,10 @@ def mean_shift(
     baseline: tuple[int, float, float | None],
     *,
     higher_is_better: bool,
+    margin: float = 0.0,
 ) -> MeanTest:
-    """Welch's z on (count, sum, sum of squares); the sum of squares may be unknown."""
+    """Welch's z on (count, sum, sum of squares) for H0: worse by at most `margin`; the sum
+    of squares may be unknown (then no test, only the means)."""
     (cn, cs, cq), (bn, bs, bq) = canary, baseline
     if cn <= 0 or bn <= 0:
         raise ValueError("a mean needs at least one observation on each side")
@@ -157,7 +161,7 @@ def mean_shift(
     cv = max(0.0, (cq - cs * cs / cn) / (cn - 1))
     bv = max(0.0, (bq - bs * bs / bn) / (bn - 1))
     se = math.sqrt(cv / cn + bv / bn)
-    worse = (bm - cm) if higher_is_better else (cm - bm)
+    worse = ((bm - cm) if higher_is_better else (cm - bm)) - margin
     if se == 0:
         return MeanTest(cm, bm, None, 0.0 if worse > 0 else 1.0)
     z = worse / se
