@@ -33,9 +33,11 @@ from modelswap.testing.agents import ControllerProc
 
 T0 = time.monotonic()
 PODS = [f"pod-{i}" for i in range(10)]
+# The judge, and a salt that puts three pods in the 30% share and three in its baseline
+# cohort (a random one leaves a 30% share of ten pods empty 3% of the time, and it would wait).
 JUDGE = (
     "--max-error-ratio", "2", "--max-p99-ratio", "3", "--metric", "accuracy:min:0.05",
-    "--min-requests", "150", "--fail-checks", "2",
+    "--min-requests", "150", "--fail-checks", "2", "--salt", "demo-3",
 )  # fmt: skip
 
 

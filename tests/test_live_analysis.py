@@ -16,7 +16,7 @@ import pytest
 from agent.metrics import Scraper, parse
 from loader.traffic import Counters
 
-from modelswap import analysis, controller, rollouts
+from modelswap import analysis, controller, rollout_verbs, rollouts
 from modelswap.api import Criteria, MetricRule
 from modelswap.api import Registry as Api
 from modelswap.errors import Busy, UsageError
@@ -269,3 +269,23 @@ def test_scraper_counts_from_its_first_scrape_and_reads_an_app_restart(endpoint:
     assert s.error is not None
     assert endpoint in s.error
     assert s.totals["v1"].requests == 47  # a bad scrape changes nothing
+
+
+def test_a_rollback_after_promotion_keeps_a_humans_current(world: World) -> None:
+    """The bake's rollback moves CURRENT back from exactly the promoted version: if a human
+    moved it in between (here: to v3), their move stays and the rollback still ends."""
+    world.start(bake_s=600)
+    world.api.rollout_step("clf")
+    world.api.rollout_step("clf")  # promoted v2, watched
+    world.api.promote("clf", "v3", reason="a human's hotfix")
+    r, etag = rollouts.read(world.registry, "clf") or (None, "")
+    assert r is not None
+    pending = rollout_verbs.intent("rollback", "ctl", "regression after promotion", {})
+    pending["current"] = True
+    dying = r.but(state="rolled-back", watch_until=None, pending=pending)
+    done, _ = rollout_verbs.finish(
+        world.registry, dying, rollouts.write(world.registry, dying, etag), recovering=True
+    )
+    assert done.pending is None
+    assert done.state == "rolled-back"
+    assert world.api.pointer_version("clf", "CURRENT") == "v3"

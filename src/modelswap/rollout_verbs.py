@@ -239,20 +239,20 @@ def finish(
     elif action == "rollback":
         if p.get("current"):  # after promotion: CURRENT back from exactly the candidate
             current = read_pointer(registry, rollout.model, CURRENT)
-            if not (recovering and current is not None and current.version == rollout.baseline):
-                move_pointer(
-                    registry,
-                    Move(
-                        rollout.model,
-                        CURRENT,
-                        rollout.baseline,
-                        "auto-rollback",
-                        actor,
-                        reason=reason,
-                        expect=rollout.version,
-                        extra={"rollout": summary(rollout, evidence)},
-                    ),
-                )
+            moved = recovering and current is not None and current.version == rollout.baseline
+            back = Move(
+                rollout.model,
+                CURRENT,
+                rollout.baseline,
+                "auto-rollback",
+                actor,
+                reason=reason,
+                expect=rollout.version,
+                extra={"rollout": summary(rollout, evidence)},
+            )
+            with contextlib.suppress(PointerMoved):  # a human moved CURRENT: theirs stays
+                if not moved:
+                    move_pointer(registry, back)
         quarantine(registry, rollout, reason, evidence or {})
         restore_canary(
             registry, rollout, type_="auto-rollback", actor=actor, reason=reason, evidence=evidence
