@@ -66,8 +66,9 @@ def parse(text: str) -> dict[str, Traffic]:
         counts = [le[b] for b in bounds] + [le.get(math.inf, r["requests"])]
         for i in range(1, len(counts)):  # a scrape torn between two requests: never decreasing
             counts[i] = max(counts[i], counts[i - 1])
-        requests = max(r["requests"], counts[-1])
-        counts[-1] = requests
+        # the histogram's count is the requests when there is one (an endpoint whose counter
+        # and histogram were read a request apart must not invent requests slower than 30 s)
+        requests = counts[-1] if le else r["requests"]
         quality = {n: (int(q[0]), float(q[1]), q[2]) for n, q in r["quality"].items() if q[0]}
         out[version] = Traffic(
             requests, min(r["errors"], requests), r["sum"], bounds, tuple(counts), quality

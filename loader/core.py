@@ -160,7 +160,7 @@ class ModelLoader:
         started, failed = time.perf_counter(), False
         try:
             yield live
-        except BaseException:
+        except Exception:  # a cancelled or interrupted request is not the model's error
             failed = True
             raise
         finally:

@@ -51,6 +51,12 @@ def test_a_reset_counter_counts_everything_after_it() -> None:
     a, b = traffic(500, seed=1), traffic(200, seed=2)
     assert (a + b).since(a).requests == 200
     assert b.since(a) == b  # went down: the app restarted, all of b is new
+    # more requests than before, but a bucket went down: also a restart, never a histogram
+    # that is not cumulative
+    before = Traffic(10, 0, 0.1, (0.01,), (0, 10))
+    after = Traffic(12, 0, 0.1, (0.01,), (12, 12))
+    assert after.since(before) == after
+    assert Traffic.from_json(after.since(before).to_json()) == after
 
 
 def test_histograms_with_other_bounds_add_on_the_shared_ones() -> None:
@@ -87,7 +93,11 @@ def test_too_little_traffic_is_inconclusive_not_pass_or_fail() -> None:
     v = run(c, traffic(1000), traffic(30))
     assert v["result"] == "inconclusive"
     assert "30 of the 200" in v["why"]
-    assert run(c, traffic(1000), None)["result"] == "inconclusive"
+    # no baseline can come (a step taken by hand recorded none): skipped, and said
+    alone = run(c, traffic(1000), None)
+    assert alone["result"] == "pass"
+    assert [ch["result"] for ch in alone["checks"]] == ["pass", "skipped"]
+    assert "1 skipped" in alone["why"]
 
 
 def test_five_percent_errors_against_none_fails_with_evidence() -> None:
@@ -146,6 +156,35 @@ def test_quality_drop_beyond_tolerance_fails() -> None:
     assert ok["result"] == "pass"
     none = run(c, traffic(800), traffic(800, quality=("accuracy", 0.96)))
     assert none["result"] == "inconclusive"
+
+
+def test_a_small_real_drop_within_tolerance_passes_on_a_large_sample() -> None:
+    """93% against 95% with tolerance 0.05: significantly worse, but not by more than the
+    tolerance, so it passes however large the sample (the test is against the margin)."""
+    c = Criteria(metrics=(MetricRule.parse("accuracy:min:0.05"),))
+    v = run(
+        c, traffic(20000, quality=("accuracy", 0.93)), traffic(20000, quality=("accuracy", 0.95))
+    )
+    assert v["result"] == "pass"
+    (check,) = v["checks"]
+    assert check["p_value"] > 0.5  # H0 "worse by at most 0.05" stands
+
+
+def test_a_quality_mean_without_spread_is_not_evidence() -> None:
+    """An endpoint exporting only _count and _sum (a plain Prometheus summary): the means are
+    shown, the check is inconclusive, never a rollback on a mean alone."""
+    c = Criteria(metrics=(MetricRule.parse("accuracy:min:0.05"),))
+    bad = traffic(800, quality=("accuracy", 0.5))
+    good = traffic(800, quality=("accuracy", 0.96))
+    no_sq = [
+        Traffic.from_json(
+            {**t.to_json(), "quality": {"accuracy": [*t.quality["accuracy"][:2], None]}}
+        )
+        for t in (bad, good)
+    ]
+    v = run(c, no_sq[0], no_sq[1])
+    assert v["result"] == "inconclusive"
+    assert "no spread to test" in v["why"]
 
 
 def test_guard_rails_judge_the_canary_alone() -> None:

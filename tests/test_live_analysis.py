@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import http.server
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -165,23 +166,45 @@ def test_an_agent_restart_starts_its_totals_again_not_negative(world: World) -> 
 @pytest.mark.parametrize(
     "metrics",
     [
-        "nonsense",
         {"since": 5, "versions": "x"},
         {"versions": {"v2": {"requests": -5, "errors": 0, "bounds": [], "counts": [-5]}}},
-        {"versions": {"v2": {"requests": 10**30, "errors": 0, "bounds": [1e400], "counts": []}}},
-        {"versions": {"v2": {"requests": 3, "errors": 9, "bounds": [], "counts": [3]}}},
+        {"versions": {"v2": {"requests": 10**400, "errors": 0, "bounds": [], "counts": [10**400]}}},
+        {"versions": {"v2": {**counted(300, 0), "seconds_sum": 10**400}}},
+        {"versions": {"v2": {"requests": 3000, "errors": 9000, "bounds": [], "counts": [3000]}}},
+        {"versions": {"v2": {**counted(300, 0), "quality": {"a": [1, 2]}}}},
     ],
 )
 def test_hostile_metrics_are_ignored_and_never_pass(world: World, metrics: Any) -> None:
+    """The canary pods report metrics that are no counts (huge, negative, inconsistent): they
+    are left out of the cohort (0 instances with metrics), the verdict is inconclusive, and
+    nothing raises; the baseline's good reports count as usual."""
     world.start()
     for pod in PODS:
-        world.report(pod, {}, metrics=metrics)
-    for _ in range(4):
-        d = world.tick()
-    assert d.action in ("waiting", "holding"), d  # a malformed report is no instance at all
+        on_canary = expected_bucket(SALT, "clf", pod) < 0.3
+        world.report(pod, {"v1": counted(0, 0)}, metrics=metrics if on_canary else None)
+    world.tick()
+    world.tick()  # the window opens
+    for pod in PODS:
+        if expected_bucket(SALT, "clf", pod) >= 0.3:
+            world.report(pod, {"v1": counted(300, 0)})
+    d = world.tick()
+    assert d.action == "holding", d
+    stored = analysis.load(world.registry, world.rollout())
+    assert stored is not None
+    verdict = stored["verdict"]
+    assert verdict["result"] == "inconclusive"
+    assert verdict["canary"]["instances"] == 0  # ignored, not trusted
+    assert verdict["baseline"]["requests"] > 0
     r = world.rollout()
     assert r.state == "running"
     assert r.step == 0
+
+
+def test_a_report_that_is_not_json_metrics_is_no_instance(world: World) -> None:
+    world.start()
+    for pod in PODS:
+        world.report(pod, {}, metrics="nonsense")
+    assert world.tick().action == "waiting"  # a malformed report is no instance at all
 
 
 def test_judge_flags_are_checked_with_one_error_and_a_hint(world: World) -> None:
@@ -288,4 +311,41 @@ def test_a_rollback_after_promotion_keeps_a_humans_current(world: World) -> None
     )
     assert done.pending is None
     assert done.state == "rolled-back"
-    assert world.api.pointer_version("clf", "CURRENT") == "v3"
+    assert world.api.pointer_version("clf", "CURRENT") == "v3"  # the human's, kept
+    assert "CURRENT was left as it is" in (done.stopped or "")
+    assert rollouts.quarantined(world.registry, "clf", "v2") is not None
+    assert world.api.pointer_version("clf", "CANARY") == "v3"  # back on what CURRENT names
+
+
+def test_the_watch_stops_when_a_human_moves_current(world: World) -> None:
+    world.start(bake_s=600)
+    world.api.rollout_step("clf")
+    world.api.rollout_step("clf")  # promoted v2, watched
+    world.api.promote("clf", "v3", reason="a human's call")
+    d = world.tick()
+    assert d.action == "halt"
+    assert "CURRENT names v3" in d.detail
+    r = world.rollout()
+    assert not r.watching
+    assert r.state == "promoted"
+    assert world.api.pointer_version("clf", "CURRENT") == "v3"  # nothing moved
+
+
+def test_a_watch_without_traffic_ends_after_the_deadline_keeping_the_promotion(
+    world: World,
+) -> None:
+    world.start(bake_s=0.2, deadline_s=0.5)
+    world.api.rollout_step("clf")
+    world.api.rollout_step("clf")
+    world.all_report(counted(0, 0), counted(0, 0))
+    assert world.tick().action == "baking"  # inconclusive: keeps watching past the bake
+    time.sleep(0.8)
+    d = world.tick()
+    assert d.action == "bake-ended", d
+    assert "too little traffic" in d.detail
+    r = world.rollout()
+    assert r.state == "promoted"
+    assert not r.watching
+    assert world.api.pointer_version("clf", "CURRENT") == "v2"
+    types = [e.type for e in EventLog(world.registry.store, "clf").all()]
+    assert types[-1] == "rollout-bake-ended"

@@ -74,7 +74,7 @@ class Window:
                 for name, m in raw["marks"].items()
             }
             return cls(phase, str(raw["opened"]), marks, int(raw["fails"]), int(raw["checked"]))
-        except (KeyError, TypeError, ValueError, AttributeError):
+        except (KeyError, TypeError, ValueError, AttributeError, OverflowError):
             return cls(phase, utc_now())
 
 
@@ -157,7 +157,8 @@ def load(registry: Registry, r: Rollout) -> dict[str, Any] | None:
 
 def save(registry: Registry, r: Rollout, window: Window, verdict: dict[str, Any]) -> None:
     body = {"rollout": r.id, "window": window.to_json(), "verdict": verdict}
-    registry.store.put(keys.rollout_window(r.model), json.dumps(body, sort_keys=True).encode())
+    data = json.dumps(body, sort_keys=True, allow_nan=False).encode()
+    registry.store.put(keys.rollout_window(r.model), data)
 
 
 @dataclass(frozen=True)
@@ -209,6 +210,8 @@ def watch(
 
 
 def before(r: Rollout) -> tuple[Traffic | None, int, str]:
+    """The baseline's traffic recorded when the rollout left its last judged step (None: none
+    recorded, e.g. a step taken by hand, or a record that is not counts)."""
     raw = r.before or {}
     try:
         return (
@@ -216,7 +219,7 @@ def before(r: Rollout) -> tuple[Traffic | None, int, str]:
             int(raw.get("instances", 0)),
             str(raw.get("label", "baseline before the last step")),
         )
-    except (BadTraffic, TypeError, ValueError):
+    except (BadTraffic, TypeError, ValueError, OverflowError):
         return None, 0, "baseline before the last step (none recorded)"
 
 

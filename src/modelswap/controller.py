@@ -258,16 +258,26 @@ def _watch(
         )
         return _rollback(registry, r, etag, actor, why=why, instances=instances, verdict=verdict)
     left = (parse_time(str(r.watch_until)) - datetime.now(UTC)).total_seconds()
-    if left <= 0 and seen.verdict.result == "pass":
-        why = f"baked {r.bake_s:g} s after promotion: {said}"
+    over = left <= 0 and seen.verdict.result == "pass"
+    # too little traffic to say anything for a whole progress deadline past the bake: stop
+    # watching (the promotion stays, as it would without a watch) and say why
+    given_up = left <= -r.deadline_s and seen.verdict.result == "inconclusive"
+    if over or given_up:
+        action = "baked" if over else "bake-ended"
+        why = (
+            f"baked {r.bake_s:g} s after promotion: {said}"
+            if over
+            else f"the bake ended with too little traffic to judge, {r.deadline_s:g} s past "
+            f"--bake (--progress-deadline); the promotion stays: {said}"
+        )
         done = r.but(
             watch_until=None,
             verdict=verdict,
-            stopped=f"promoted to CURRENT and baked: {seen.verdict.why}",
-            pending=rollout_verbs.intent("baked", actor, why, {"verdict": verdict}),
+            stopped=f"promoted to CURRENT; {why}",
+            pending=rollout_verbs.intent(action, actor, why, {"verdict": verdict}),
         )
         done, _ = rollout_verbs.finish(registry, done, rollouts.write(registry, done, etag))
-        return Decision("baked", why, done)
+        return Decision(action, why, done)
     r, etag = _keep(registry, r, etag, seen, verdict)
     when = f"{left:.0f} s left" if left > 0 else "bake over, waiting for a conclusive verdict"
     return Decision("baking", f"promoted; watching ({when}); {said}", r)

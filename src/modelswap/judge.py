@@ -42,7 +42,7 @@ class MetricRule:
     @classmethod
     def parse(cls, text: str) -> MetricRule:
         m = _METRIC.fullmatch(text.strip())
-        if not m:
+        if not m or not math.isfinite(float(m.group(3))):
             raise UsageError(
                 f"--metric {text!r} is not NAME:min:TOL or NAME:max:TOL",
                 hint="e.g. --metric accuracy:min:0.02 (fail if 0.02 below the baseline)",
@@ -121,8 +121,19 @@ class Criteria:
             if v is None:
                 return None
             if isinstance(v, bool) or not isinstance(v, int | float):
-                raise ValueError(f"judge {name} is {v!r}, not a number")
-            return float(v)
+                raise ValueError(f"judge {name} is {str(v)[:40]!r}, not a number")
+            try:
+                return float(v)  # a 400-digit integer: OverflowError
+            except OverflowError as e:
+                raise ValueError(f"judge {name} is too large") from e
+
+        def whole(name: str, default: int) -> int:
+            v = raw.get(name)
+            if v is None:
+                return default
+            if isinstance(v, bool) or not isinstance(v, int) or not 0 < v < 2**31:
+                raise ValueError(f"judge {name} is {str(v)[:40]!r}, not a positive integer")
+            return v
 
         rules = raw.get("metrics") or []
         if not isinstance(rules, list) or not all(isinstance(m, str) for m in rules):
@@ -134,9 +145,9 @@ class Criteria:
                 max_error_ratio=num("max_error_ratio"),
                 max_p99_ratio=num("max_p99_ratio"),
                 metrics=tuple(MetricRule.parse(m) for m in rules),
-                min_requests=int(num("min_requests") or DEFAULT_MIN_REQUESTS),
-                fail_checks=int(num("fail_checks") or DEFAULT_FAIL_CHECKS),
-                alpha=num("alpha") or DEFAULT_ALPHA,
+                min_requests=whole("min_requests", DEFAULT_MIN_REQUESTS),
+                fail_checks=whole("fail_checks", DEFAULT_FAIL_CHECKS),
+                alpha=DEFAULT_ALPHA if (a := num("alpha")) is None else a,
             ).check()
         except UsageError as e:
             raise ValueError(str(e)) from e
@@ -181,8 +192,9 @@ def judge(
     baseline_instances: int,
     baseline_label: str = "baseline cohort",
 ) -> Verdict:
-    """The verdict on `canary` against `baseline` (None: no baseline to compare with, so only
-    the guard rails judge and each comparison says so)."""
+    """The verdict on `canary` against `baseline`. None: no baseline can come (the last step or
+    the bake after a step taken by hand recorded none): each comparison is skipped and says
+    so, and the guard rails alone judge; an empty or small baseline is inconclusive."""
     checks: list[dict[str, Any]] = []
     low = c.min_requests
     canary_ok = canary.requests >= low
@@ -210,7 +222,10 @@ def judge(
         )
         if wanted is not None
     ] + [str(m) for m in c.metrics]
-    if not canary_ok or baseline is None or not base_ok:
+    if canary_ok and baseline is None:
+        why = f"no {baseline_label} to compare with: only the guard rails judge"
+        checks += [{"check": name, "result": "skipped", "why": why} for name in compare]
+    elif not canary_ok or baseline is None or not base_ok:
         why = _short(canary, baseline, low, baseline_label)
         checks += [{"check": name, "result": "inconclusive", "why": why} for name in compare]
         if not canary_ok:
@@ -228,7 +243,13 @@ def judge(
     elif unsure:
         result, why = "inconclusive", unsure[0]["why"]
     else:
-        result, why = "pass", f"{len(checks)} check(s) passed on {canary.requests} requests"
+        ran = [ch for ch in checks if ch["result"] == "pass"]
+        skipped = len(checks) - len(ran)
+        result, why = (
+            "pass",
+            f"{len(ran)} check(s) passed on {canary.requests} requests"
+            + (f" ({skipped} skipped: no baseline)" if skipped else ""),
+        )
     return Verdict(
         result,
         why,
@@ -310,13 +331,18 @@ def _metric(c: Criteria, rule: MetricRule, canary: Traffic, baseline: Traffic) -
         why = f"{rule.name}: {have} observations, a verdict needs {low} on each side"
         return {"check": name, "result": "inconclusive", "why": why}
     t = stats.mean_shift(cq, bq, higher_is_better=rule.bound == "min", margin=rule.tolerance)
+    if t.p_value is None:  # no sum of squares: a mean alone is not evidence
+        why = (
+            f"{rule.name}: {t.canary_mean:.4g} vs {t.baseline_mean:.4g}, but no spread to test "
+            "(the endpoint exports no modelswap_quality_sumsq)"
+        )
+        return {"check": name, "result": "inconclusive", "why": why}
     worse = (
         (t.baseline_mean - t.canary_mean)
         if rule.bound == "min"
         else (t.canary_mean - t.baseline_mean)
     )
-    significant = t.p_value is None or t.p_value < c.alpha
-    failed = worse > rule.tolerance and significant
+    failed = worse > rule.tolerance and t.p_value < c.alpha
     return {
         "check": name,
         "result": "fail" if failed else "pass",

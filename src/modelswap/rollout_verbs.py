@@ -250,9 +250,12 @@ def finish(
                 expect=rollout.version,
                 extra={"rollout": summary(rollout, evidence)},
             )
-            with contextlib.suppress(PointerMoved):  # a human moved CURRENT: theirs stays
+            try:
                 if not moved:
                     move_pointer(registry, back)
+            except PointerMoved as e:  # a human moved CURRENT meanwhile: theirs stays
+                left = f"; CURRENT was left as it is: {e}"
+                rollout = rollout.but(stopped=(rollout.stopped or "") + left)
         quarantine(registry, rollout, reason, evidence or {})
         restore_canary(
             registry, rollout, type_="auto-rollback", actor=actor, reason=reason, evidence=evidence

@@ -270,7 +270,10 @@ def write(registry: Registry, rollout: Rollout, etag: str | None) -> str:
     """Compare-and-swap ROLLOUT from `etag` (None: create-only); its new ETag. PointerMoved
     when someone else wrote it first: nothing was changed."""
     key = keys.rollout(rollout.model)
-    data = (json.dumps(rollout.to_json(), indent=2, sort_keys=True) + "\n").encode()
+    # allow_nan=False: an infinity that slipped into the evidence fails here, not in a reader
+    data = (
+        json.dumps(rollout.to_json(), indent=2, sort_keys=True, allow_nan=False) + "\n"
+    ).encode()
     try:
         if etag is None:
             return registry.store.put_new(key, data)

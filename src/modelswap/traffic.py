@@ -25,6 +25,8 @@ BUCKETS_S: tuple[float, ...] = (
 )  # fmt: skip
 MAX_BOUNDS = 64
 MAX_QUALITY = 16  # live quality signals per version
+MAX_COUNT = 2**53  # beyond this a count is no count (and a float of it is no longer exact)
+MAX_SUM = 1e15
 Quality = tuple[int, float, float | None]  # (count, sum, sum of squares or None if unknown)
 
 
@@ -77,12 +79,20 @@ class Traffic:
     def since(self, earlier: Traffic) -> Traffic:
         """What was counted after `earlier` (the same counters, read before). A counter that
         went down was reset (the app restarted): then all of this one is new, as Prometheus'
-        rate() reads a reset."""
-        if self.bounds != earlier.bounds or self.requests < earlier.requests:
+        rate() reads a reset. Bounds that changed are compared on those both have."""
+        if self.bounds != earlier.bounds:
+            shared = tuple(sorted(set(self.bounds) & set(earlier.bounds)))
+            return self.on(shared).since(earlier.on(shared))
+        if self.requests < earlier.requests:
             return self
         counts = tuple(x - y for x, y in zip(self.counts, earlier.counts, strict=True))
-        if self.errors < earlier.errors or min(counts) < 0:
-            return self
+        if (
+            self.errors < earlier.errors
+            or min(counts) < 0
+            or any(a > b for a, b in itertools.pairwise(counts))
+            or counts[-1] != self.requests - earlier.requests
+        ):
+            return self  # not one set of counters grown since: a reset in between
         quality: dict[str, Quality] = {}
         for name, (n, s, q) in self.quality.items():
             n0, s0, q0 = earlier.quality.get(name, (0, 0.0, 0.0))
@@ -153,12 +163,19 @@ def _list(value: Any, what: str) -> list[Any]:
 
 
 def _count(value: Any, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise BadTraffic(f"{what} is {value!r}, not a count")
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_COUNT:
+        raise BadTraffic(f"{what} is {str(value)[:40]!r}, not a count")
     return value
 
 
 def _number(value: Any, what: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise BadTraffic(f"{what} is {value!r}, not a finite number")
-    return float(value)
+    """A finite float no larger than MAX_SUM in size (sums of them stay finite)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise BadTraffic(f"{what} is {str(value)[:40]!r}, not a number")
+    try:
+        number = float(value)  # a 400-digit integer: OverflowError
+    except OverflowError as e:
+        raise BadTraffic(f"{what} is too large") from e
+    if not math.isfinite(number) or abs(number) > MAX_SUM:
+        raise BadTraffic(f"{what} is {number!r}, not a finite number below {MAX_SUM:g}")
+    return number

@@ -230,9 +230,9 @@ def describe(status: RolloutStatus) -> str:
     return "\n".join(lines)
 
 
-def verdict_lines(verdict: dict[str, Any] | None) -> list[str]:
+def verdict_lines(verdict: Any) -> list[str]:
     """The judge's last verdict and each check's evidence, for people."""
-    if not verdict:
+    if not isinstance(verdict, dict):  # read from the store: anything at all
         return []
     fails = verdict.get("fails", 0)
     lines = [
@@ -246,7 +246,8 @@ def verdict_lines(verdict: dict[str, Any] | None) -> list[str]:
                 f"    {side}: {s.get('instances')} instance(s), {s.get('requests')} requests, "
                 f"error rate {s.get('error_rate')}, p99 {s.get('p99_ms')} ms"
             )
-    for check in verdict.get("checks", []):
+    checks = verdict.get("checks")
+    for check in checks if isinstance(checks, list) else []:
         if isinstance(check, dict):
             lines.append(f"    {check.get('check')}: {check.get('result')} - {check.get('why')}")
     return lines
