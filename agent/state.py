@@ -28,6 +28,8 @@ class Counters:
     refresh_scheduled: int = 0
     refresh_coalesced: int = 0
     refresh_refused: int = 0
+    metrics_scrapes: int = 0
+    metrics_scrape_failures: int = 0
 
 
 @dataclass
@@ -144,6 +146,13 @@ class AgentState:
                     c.signature_refusals,
                 ),
                 ("counter", "swaps_total", "link swaps", c.swaps),
+                ("counter", "metrics_scrapes_total", "reads of --metrics-url", c.metrics_scrapes),
+                (
+                    "counter",
+                    "metrics_scrape_failures_total",
+                    "reads of --metrics-url that failed (unreachable, not Prometheus text)",
+                    c.metrics_scrape_failures,
+                ),
                 ("counter", "hook_failures_total", "failed on-swap hooks", c.hook_failures),
                 (
                     "counter",

@@ -216,6 +216,7 @@ def quiet_regression(act: Act, models: Path) -> None:
         f"{check['canary_mean']:.2f} on v3 against {check['baseline_mean']:.2f} on v2 "
         f"({check['canary_n']} and {check['baseline_n']} labels, p={check['p_value']:.2g})"
     )
+    act.cli("rollout", "status", "clf")  # the verdict and each check's evidence
 
 
 def bad_rollout(act: Act, models: Path) -> None:
