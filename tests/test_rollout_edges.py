@@ -228,7 +228,7 @@ def test_a_crashed_start_is_finished_and_a_stale_canary_is_never_followed(
             controller.wait(lambda: fleet.rollout().state == "promoted", timeout=60)
         finally:
             controller.stop()
-        assert controller.said("recover: finished the start by ci@dead")
+        wait_until(lambda: controller.said("recover: finished the start by ci@dead"), timeout=5)
         assert "v3" not in agent.status()["local_versions"]
         started = [e for e in fleet.events() if e.get("rollout", {}).get("id") == "crashed00001"]
         assert [e["type"] for e in started] == ["rollout-step", "rollout-promote"]

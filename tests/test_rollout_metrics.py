@@ -133,6 +133,18 @@ def settled(live: Live) -> Iterator[None]:
         live.cli("rollout", "abort", "clf", "--reason", "test cleanup")
 
 
+def rolled_out(live: Live, version: str, state: str, **behaviour: Any) -> None:
+    """Publish `version` behaving so, start its rollout with the judge, and let a controller
+    run until the rollout is in `state`."""
+    live.publish(version, **behaviour)
+    live.start(version)
+    c = Controller(live, f"ctl-{version}")  # type: ignore[arg-type]
+    try:
+        c.wait(lambda: live.rollout().state == state and not live.rollout().watching, 90)
+    finally:
+        c.stop()
+
+
 def rolled_back(live: Live, version: str, check: str) -> dict[str, Any]:
     """The auto-rollback event of `version`, whose verdict failed `check`; its evidence."""
     (event,) = [e for e in live.events("auto-rollback") if e["rollout"]["version"] == version]
@@ -146,13 +158,7 @@ def rolled_back(live: Live, version: str, check: str) -> dict[str, Any]:
 
 
 def test_a_good_canary_promotes_and_bakes(live: Live) -> None:
-    live.publish("v2")
-    live.start("v2")
-    c = Controller(live, "ctl-good")  # type: ignore[arg-type]
-    try:
-        c.wait(lambda: live.rollout().state == "promoted" and not live.rollout().watching, 90)
-    finally:
-        c.stop()
+    rolled_out(live, "v2", "promoted")  # and baked: the watch is over
     assert live.current() == "v2"
     (step,) = [e for e in live.events("rollout-step") if e["rollout"]["version"] == "v2"][-1:]
     verdict = step["rollout"]["evidence"]["verdict"]
@@ -170,13 +176,7 @@ def test_a_good_canary_promotes_and_bakes(live: Live) -> None:
 
 def test_five_percent_errors_against_none_is_rolled_back_with_evidence(live: Live) -> None:
     base = live.current()
-    live.publish("v3", error_rate=0.05)
-    live.start("v3")
-    c = Controller(live, "ctl-errors")  # type: ignore[arg-type]
-    try:
-        c.wait(lambda: live.rollout().state == "rolled-back", 90)
-    finally:
-        c.stop()
+    rolled_out(live, "v3", "rolled-back", error_rate=0.05)
     assert live.current() == base
     failed = rolled_back(live, "v3", "error-ratio")
     assert failed["baseline_errors"] == 0
@@ -192,13 +192,7 @@ def test_five_percent_errors_against_none_is_rolled_back_with_evidence(live: Liv
 
 def test_a_canary_twice_as_slow_at_p99_is_rolled_back(live: Live) -> None:
     base = live.current()
-    live.publish("v4", delay_ms=40)
-    live.start("v4")
-    c = Controller(live, "ctl-slow")  # type: ignore[arg-type]
-    try:
-        c.wait(lambda: live.rollout().state == "rolled-back", 90)
-    finally:
-        c.stop()
+    rolled_out(live, "v4", "rolled-back", delay_ms=40)  # twice GOOD's 20 ms
     failed = rolled_back(live, "v4", "p99-ratio")
     assert failed["ratio"] > 1.5
     assert failed["effect"] > 0.8

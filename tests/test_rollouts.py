@@ -131,6 +131,16 @@ def fleet(
             agent.stop()
 
 
+@pytest.fixture(autouse=True)
+def settled(fleet: Fleet) -> Iterator[None]:
+    """After each test, no rollout left running or paused: a test that fails midway must not
+    make the next one fail with Busy."""
+    yield
+    found = rollouts.read(Registry(open_store(fleet.url)), "clf")
+    if found is not None and (found[0].active or found[0].watching):
+        fleet.cli("rollout", "abort", "clf", "--reason", "test cleanup")
+
+
 def test_each_step_moves_exactly_the_bucketed_share(fleet: Fleet) -> None:
     """Stepped by hand: at each step exactly the instances whose bucket is below the step's
     fraction follow CANARY (a share that only grows), the rest CURRENT; the last step
@@ -187,7 +197,8 @@ def test_the_controller_promotes_a_good_canary(fleet: Fleet) -> None:
         "controller@ci",
     )
     assert "held" in last["reason"]
-    assert controller.said("promote:")
+    # the reader thread may still hold the last lines when the process has exited
+    wait_until(lambda: controller.said("promote:"), timeout=5)
 
 
 def test_a_corrupted_canary_is_rolled_back_quarantined_and_recorded(fleet: Fleet) -> None:
@@ -239,7 +250,8 @@ def test_a_human_move_stops_the_controller_and_is_never_overwritten(fleet: Fleet
         assert fleet.cli("promote", "clf", "v6", "--reason", "hotfix").returncode == 0
         wait_until(lambda: fleet.rollout().state == "paused", timeout=30)
         assert "CURRENT names v6" in (fleet.rollout().stopped or "")
-        assert controller.said("halt:")
+        # said once the halt's event is written, a moment after ROLLOUT shows it
+        wait_until(lambda: controller.said("halt:"), timeout=10)
         wait_until(lambda: len([line for line in controller.lines if "idle" in line]) > 0)
         assert fleet.pointer("CURRENT") == "v6"
         assert fleet.pointer("CANARY") == "v5"
