@@ -38,7 +38,8 @@ def parse(text: str) -> dict[str, Traffic]:
 
     def of(version: str) -> dict[str, Any]:
         return raw.setdefault(
-            version, {"requests": 0, "errors": 0, "sum": 0.0, "le": {}, "quality": {}}
+            version,
+            {"requests": None, "errors": 0, "sum": 0.0, "le": {}, "quality": {}},
         )
 
     for family in text_string_to_metric_families(text):
@@ -63,12 +64,16 @@ def parse(text: str) -> dict[str, Traffic]:
     for version, r in raw.items():
         le = r["le"]
         bounds = tuple(sorted(b for b in le if math.isfinite(b)))
-        counts = [le[b] for b in bounds] + [le.get(math.inf, r["requests"])]
+        finite = [le[b] for b in bounds]
+        top = le.get(math.inf)
+        if top is None:  # no +Inf bucket (or no histogram): nothing timed beyond the bounds
+            top = finite[-1] if finite else (r["requests"] or 0)
+        counts = [*finite, top]
         for i in range(1, len(counts)):  # a scrape torn between two requests: never decreasing
             counts[i] = max(counts[i], counts[i - 1])
-        # the histogram's count is the requests when there is one (an endpoint whose counter
-        # and histogram were read a request apart must not invent requests slower than 30 s)
-        requests = counts[-1] if le else r["requests"]
+        # the counter says how many requests (an endpoint may time only its successes); the
+        # histogram's count stands in only when there is no counter
+        requests = max(r["requests"] if r["requests"] is not None else counts[-1], counts[-1])
         quality = {n: (int(q[0]), float(q[1]), q[2]) for n, q in r["quality"].items() if q[0]}
         out[version] = Traffic(
             requests, min(r["errors"], requests), r["sum"], bounds, tuple(counts), quality
@@ -86,9 +91,11 @@ class Scraper:
         self.totals: OrderedDict[str, Traffic] = OrderedDict()
         self._at_report: dict[str, Traffic] = {}
         self._report_t = time.monotonic()
+        self.scrapes = self.failures = 0  # for the agent's /metrics
 
     def scrape(self) -> None:
         """One read of the endpoint; a failure is kept for the report, never raised."""
+        self.scrapes += 1
         try:
             with urllib.request.urlopen(self.url, timeout=TIMEOUT_S) as r:  # noqa: S310
                 text = r.read(MAX_BYTES + 1)
@@ -97,6 +104,7 @@ class Scraper:
             now = parse(text.decode("utf-8"))
         except (OSError, ValueError) as e:  # unreachable, not Prometheus text, too large
             self.error = redact(f"{self.url}: {type(e).__name__}: {e}")
+            self.failures += 1
             return
         last, self._last = self._last, now
         self.error, self.scraped = None, utc_now()

@@ -186,8 +186,8 @@ class Agent:
             metrics = scraper.report()
             with self.state.lock:
                 self.state.app_metrics = metrics
-                self.state.counters.metrics_scrapes += 1
-                self.state.counters.metrics_scrape_failures += metrics["error"] is not None
+                self.state.counters.metrics_scrapes = scraper.scrapes
+                self.state.counters.metrics_scrape_failures = scraper.failures
         if not self.cfg.report:
             return
         status = self.state.status()

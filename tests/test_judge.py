@@ -47,6 +47,23 @@ def test_loader_export_reads_back_exactly() -> None:
     assert Traffic.from_json(t.to_json()) == t
 
 
+def test_an_endpoint_that_times_only_its_successes_still_counts_its_errors() -> None:
+    """requests_total and errors from the counters; the histogram times fewer (successes)."""
+    text = "\n".join([
+        'modelswap_requests_total{version="v"} 100',
+        'modelswap_request_errors_total{version="v"} 100',
+        'modelswap_request_seconds_bucket{version="v",le="0.1"} 0',
+        'modelswap_request_seconds_bucket{version="v",le="+Inf"} 0',
+        'modelswap_request_seconds_count{version="v"} 0',
+    ]) + "\n"  # fmt: skip
+    t = parse(text)["v"]
+    assert (t.requests, t.errors, t.counts) == (100, 100, (0, 0))
+    assert Traffic.from_json(t.to_json()) == t
+    v = run(Criteria(max_error_rate=0.01, max_p99_ms=50, min_requests=50), t, None)
+    assert v["result"] == "fail"  # every request failed: not hidden by an empty histogram
+    assert {ch["check"]: ch["result"] for ch in v["checks"]}["p99"] == "inconclusive"
+
+
 def test_a_reset_counter_counts_everything_after_it() -> None:
     a, b = traffic(500, seed=1), traffic(200, seed=2)
     assert (a + b).since(a).requests == 200
@@ -98,6 +115,10 @@ def test_too_little_traffic_is_inconclusive_not_pass_or_fail() -> None:
     assert alone["result"] == "pass"
     assert [ch["result"] for ch in alone["checks"]] == ["pass", "skipped"]
     assert "1 skipped" in alone["why"]
+    # comparisons only, and no baseline: nothing was judged, which is no pass
+    nothing = run(Criteria(max_error_ratio=2), traffic(1000), None)
+    assert nothing["result"] == "inconclusive"
+    assert "nothing to judge" in nothing["why"]
 
 
 def test_five_percent_errors_against_none_fails_with_evidence() -> None:

@@ -237,6 +237,7 @@ def test_the_watch_after_promotion_refuses_a_new_start_and_abort_ends_it(world: 
         world.api.rollout_start("clf", "v3")
     world.api.rollout_abort("clf", reason="enough")
     r = world.rollout()
+    assert "the bake was ended by tester: enough" in (r.stopped or "")
     assert r.state == "promoted"
     assert not r.watching
     assert world.api.pointer_version("clf", "CURRENT") == "v2"
@@ -342,7 +343,8 @@ def test_a_watch_without_traffic_ends_after_the_deadline_keeping_the_promotion(
     time.sleep(0.8)
     d = world.tick()
     assert d.action == "bake-ended", d
-    assert "too little traffic" in d.detail
+    assert "without a conclusive pass" in d.detail
+    assert "canary has 0 of the 100 requests" in d.detail
     r = world.rollout()
     assert r.state == "promoted"
     assert not r.watching

@@ -261,4 +261,3 @@ def test_an_endpoint_that_does_not_answer_is_reported_not_fatal(live: Live) -> N
             assert agent.metric("metrics_scrapes_total") >= 2
         finally:
             agent.stop()
-    assert all(a.metric("metrics_scrape_failures_total") == 0 for a in live.agents.values())

@@ -259,16 +259,17 @@ def _watch(
         return _rollback(registry, r, etag, actor, why=why, instances=instances, verdict=verdict)
     left = (parse_time(str(r.watch_until)) - datetime.now(UTC)).total_seconds()
     over = left <= 0 and seen.verdict.result == "pass"
-    # too little traffic to say anything for a whole progress deadline past the bake: stop
-    # watching (the promotion stays, as it would without a watch) and say why
-    given_up = left <= -r.deadline_s and seen.verdict.result == "inconclusive"
+    # no pass for a whole progress deadline past the bake (too little traffic, or a failure
+    # that never repeated because the traffic stopped): stop watching (the promotion stays,
+    # as it would without a watch) and say why
+    given_up = left <= -r.deadline_s and seen.verdict.result != "pass"
     if over or given_up:
         action = "baked" if over else "bake-ended"
         why = (
             f"baked {r.bake_s:g} s after promotion: {said}"
             if over
-            else f"the bake ended with too little traffic to judge, {r.deadline_s:g} s past "
-            f"--bake (--progress-deadline); the promotion stays: {said}"
+            else f"the bake ended without a conclusive pass {r.deadline_s:g} s past --bake "
+            f"(--progress-deadline); the promotion stays: {said}"
         )
         done = r.but(
             watch_until=None,

@@ -91,8 +91,8 @@ class Criteria:
         ):
             if v is not None and not (math.isfinite(v) and v > 0):
                 problems.append(f"{flag} must be a number above 0")
-        if self.min_requests < 1 or self.fail_checks < 1:
-            problems.append("--min-requests and --fail-checks must be at least 1")
+        if not (0 < self.min_requests < 2**31 and 0 < self.fail_checks < 2**31):
+            problems.append("--min-requests and --fail-checks must be at least 1 (and < 2^31)")
         if not 0 < self.alpha < 0.5:
             problems.append("--alpha must be in (0, 0.5), e.g. 0.01")
         if problems:
@@ -208,7 +208,10 @@ def judge(
                 )
             )
         p99 = stats.quantile(canary.bounds, canary.counts, 0.99)
-        if c.max_p99_ms is not None and p99 is not None:
+        if c.max_p99_ms is not None and p99 is None:
+            why = "no latency histogram (modelswap_request_seconds) from the canary"
+            checks.append({"check": "p99", "result": "inconclusive", "why": why})
+        elif c.max_p99_ms is not None and p99 is not None:
             checks.append(
                 _check(
                     "p99", p99 * 1000 > c.max_p99_ms, value_ms=_r(p99 * 1000), limit_ms=c.max_p99_ms
@@ -242,6 +245,9 @@ def judge(
         result, why = "fail", "; ".join(ch["why"] for ch in failed)
     elif unsure:
         result, why = "inconclusive", unsure[0]["why"]
+    elif not any(ch["result"] == "pass" for ch in checks):  # every check skipped
+        result = "inconclusive"
+        why = f"nothing to judge: no {baseline_label} to compare with, and no guard rail"
     else:
         ran = [ch for ch in checks if ch["result"] == "pass"]
         skipped = len(checks) - len(ran)
@@ -303,8 +309,11 @@ def _p99_ratio(c: Criteria, canary: Traffic, baseline: Traffic) -> dict[str, Any
     shared = tuple(sorted(set(canary.bounds) & set(baseline.bounds)))
     a, b = canary.on(shared), baseline.on(shared)
     pa, pb = stats.quantile(shared, a.counts, 0.99), stats.quantile(shared, b.counts, 0.99)
+    if pa is None or pb is None or not a.counts[-1] or not b.counts[-1]:
+        why = "no latency histogram (modelswap_request_seconds) on both sides to compare"
+        return {"check": "p99-ratio", "result": "inconclusive", "why": why}
     t = stats.rank_test(a.per_bucket(), b.per_bucket())
-    ratio = (pa / pb) if pa is not None and pb else math.inf
+    ratio = (pa / pb) if pb else math.inf
     failed = ratio > (c.max_p99_ratio or math.inf) and t.p_value < c.alpha
     return {
         "check": "p99-ratio",
@@ -331,10 +340,15 @@ def _metric(c: Criteria, rule: MetricRule, canary: Traffic, baseline: Traffic) -
         why = f"{rule.name}: {have} observations, a verdict needs {low} on each side"
         return {"check": name, "result": "inconclusive", "why": why}
     t = stats.mean_shift(cq, bq, higher_is_better=rule.bound == "min", margin=rule.tolerance)
-    if t.p_value is None:  # no sum of squares: a mean alone is not evidence
+    if t.p_value is None:  # a mean alone is not evidence
+        cause = (
+            "the endpoint exports no modelswap_quality_sumsq"
+            if cq[2] is None or bq[2] is None
+            else "fewer than 2 observations on a side"
+        )
         why = (
             f"{rule.name}: {t.canary_mean:.4g} vs {t.baseline_mean:.4g}, but no spread to test "
-            "(the endpoint exports no modelswap_quality_sumsq)"
+            f"({cause})"
         )
         return {"check": name, "result": "inconclusive", "why": why}
     worse = (

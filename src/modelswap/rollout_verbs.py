@@ -279,7 +279,7 @@ def finish(
         # promoted with a judge: watched for --bake more (the controller rolls back on a
         # regression against the baseline's traffic before the promotion)
         watch_until=_later(rollout.bake_s) if watch else rollout.watch_until,
-        stopped=f"promoted to CURRENT: {reason}" if final == "promoted" else rollout.stopped,
+        stopped=f"promoted to CURRENT: {reason}" if action == "promote" else rollout.stopped,
         # the first step's clock starts when CANARY names the candidate, not when it was asked
         step_started=utc_now() if action == "start" else rollout.step_started,
     )

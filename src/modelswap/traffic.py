@@ -3,10 +3,11 @@
 The loader counts it (loader/traffic.py), the agent scrapes and sums it per interval
 (agent/metrics.py) into its fleet report, and the controller adds the reports of a cohort and
 judges them (judge.py). The histogram is cumulative like Prometheus' own (`counts[i]` is the
-number of requests that took <= `bounds[i]` seconds, the last entry is +Inf and equals the
-request count), so two histograms with different bounds still add up exactly on the bounds
-they share. Everything here is read from reports other processes wrote: from_json refuses
-anything that is not a plain, consistent set of counts.
+number of requests that took <= `bounds[i]` seconds, the last entry is +Inf: the timed
+requests, all of them for the loader, perhaps only the successful ones for another endpoint),
+so two histograms with different bounds still add up exactly on the bounds they share.
+Everything here is read from reports other processes wrote: from_json refuses anything that
+is not a plain, consistent set of counts.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ BUCKETS_S: tuple[float, ...] = (
 MAX_BOUNDS = 64
 MAX_QUALITY = 16  # live quality signals per version
 MAX_COUNT = 2**53  # beyond this a count is no count (and a float of it is no longer exact)
-MAX_SUM = 1e15
+MAX_SUM = 1e100  # a sum beyond this is no measurement; two of them still add up to a finite one
 Quality = tuple[int, float, float | None]  # (count, sum, sum of squares or None if unknown)
 
 
@@ -90,7 +91,7 @@ class Traffic:
             self.errors < earlier.errors
             or min(counts) < 0
             or any(a > b for a, b in itertools.pairwise(counts))
-            or counts[-1] != self.requests - earlier.requests
+            or counts[-1] > self.requests - earlier.requests
         ):
             return self  # not one set of counters grown since: a reset in between
         quality: dict[str, Quality] = {}
@@ -133,7 +134,7 @@ class Traffic:
             _count(raw.get("requests"), "requests"),
             _count(raw.get("errors"), "errors"),
         )
-        if errors > requests or counts[-1] != requests:
+        if errors > requests or counts[-1] > requests:  # an endpoint may time fewer (successes)
             raise BadTraffic(f"{errors} errors or {counts[-1]} timed in {requests} requests")
         quality_raw = raw.get("quality", {})
         if not isinstance(quality_raw, dict) or len(quality_raw) > MAX_QUALITY:
