@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from modelswap import keys
 from modelswap.api import Registry as Api
+from modelswap.errors import ObjectNotFound
 from modelswap.loader import ModelLoader
 from modelswap.pointers import Move, move_pointer
 from modelswap.registry import Registry
@@ -95,7 +96,13 @@ def _copy_version(url: str, src: tuple[str, str], dst: tuple[str, str]) -> None:
 
 
 def _report(url: str, model: str, instance: str) -> dict[str, Any]:
-    body: dict[str, Any] = json.loads(open_store(url).read(keys.fleet_report(model, instance)).data)
+    """The instance's fleet report, or {} before its first one (the agent writes it just after
+    the pass that /status already shows)."""
+    try:
+        blob = open_store(url).read(keys.fleet_report(model, instance))
+    except ObjectNotFound:
+        return {}
+    body: dict[str, Any] = json.loads(blob.data)
     return body
 
 
