@@ -219,7 +219,14 @@ def test_a_crashed_start_is_finished_and_a_stale_canary_is_never_followed(
     ).wait_started()  # fmt: skip
     fleet.agents["pod-0"] = agent
     try:
-        wait_until(lambda: agent.status()["rollout"] == "crashed00001", timeout=20)
+        # the rollout is seen in the pass's follow step, the version linked at its end
+        wait_until(
+            lambda: (
+                agent.status()["rollout"] == "crashed00001"
+                and agent.status()["active_version"] is not None
+            ),
+            timeout=20,
+        )
         status = agent.status()
         assert (status["follows"], status["active_version"]) == ("CURRENT", "v1")
         assert "CANARY names v3, not the rollout's v2" in status["follow_reason"]
