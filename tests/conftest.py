@@ -21,11 +21,26 @@ from modelswap.testing import emulators, seaweed
 from tests.agent_helpers import promote, publish
 
 BUCKET = "modelswap-tests"
+SERVER_LOGS: list[Path] = []  # read by pytest_terminal_summary when tests fail
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """After failures, SeaweedFS's own error lines: an InternalError from S3 says nothing of
+    why, and CI keeps only this output (once it was "no free volumes left")."""
+    if not terminalreporter.stats.get("failed") and not terminalreporter.stats.get("error"):
+        return
+    for log in SERVER_LOGS:
+        if log.exists():
+            errors = [ln for ln in log.read_text(errors="replace").splitlines() if ln[:1] == "E"]
+            if errors:
+                terminalreporter.write_sep("-", f"last SeaweedFS errors in {log}")
+                terminalreporter.write_line("\n".join(errors[-15:]))
 
 
 @pytest.fixture(scope="session")
 def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[seaweed.Seaweed]:
     server = seaweed.start(tmp_path_factory.mktemp("seaweed"))
+    SERVER_LOGS.append(server.log_path)
     with seaweed.aws_env(server):  # boto3 reads the standard AWS variables, as users' do
         boto3.client("s3").create_bucket(Bucket=BUCKET)
         yield server

@@ -98,6 +98,11 @@ def start(data_dir: Path, ports: dict[str, int] | None = None, timeout_s: float 
         f"-volume.port={ports['volume']}",
         f"-filer.port={ports['filer']}",
         f"-admin.port={ports['admin']}",
+        # Fixed capacity: left to itself, mini sizes its volumes and their count from the
+        # host's disk, and on a smaller CI disk a suite-long server ran out of writable volumes
+        # (every PUT then answered InternalError). Volumes are sparse; only data takes space.
+        "-master.volumeSizeLimitMB=1024",
+        "-volume.max=32",
     ]
     env = dict(os.environ, AWS_ACCESS_KEY_ID=ACCESS_KEY, AWS_SECRET_ACCESS_KEY=SECRET_KEY)
     with open(log_path, "ab") as log:
