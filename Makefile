@@ -5,6 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 AZURITE_VERSION := 3.37.0
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: install lint typecheck test demo demo-s3 demo-rollout walkthrough bench clean
 
@@ -14,6 +15,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	# Azurite, the Azure Blob emulator the tests start on loopback (needs Node.js and npm).
 	npm install --prefix .tools --no-audit --no-fund --silent azurite@$(AZURITE_VERSION)
+	# Debian's Chromium and ChromeDriver, for the UI's browser test (tests/test_ui_browser.py).
+	command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install \
+	    -y -qq --no-install-recommends chromium chromium-driver >/dev/null; }
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -19,7 +19,7 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
-from bench import judge_bench, rollout_bench, signing_bench, stores_bench
+from bench import judge_bench, rollout_bench, signing_bench, stores_bench, ui_bench
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCHES = {
@@ -34,6 +34,7 @@ BENCHES = {
     "signing": "bench.signing_bench",
     "rollout": "bench.rollout_bench",
     "judge": "bench.judge_bench",
+    "ui": "bench.ui_bench",
 }
 
 
@@ -403,6 +404,8 @@ def main() -> None:
         text += "\n" + "\n".join(rollout_bench.render(results["rollout"]))
     if "judge" in results:
         text += "\n" + "\n".join(judge_bench.render(results["judge"]))
+    if "ui" in results:
+        text += "\n" + "\n".join(ui_bench.render(results["ui"]))
     Path(args.out).write_text(text)
     print(f"wrote {args.out}")
 

@@ -37,6 +37,7 @@ CLI_MAY_IMPORT = {
     "modelswap.render",
     "modelswap.redact",
     "modelswap.progress",
+    "modelswap.ui",  # `modelswap ui`: the dashboard, itself a front end of the API
 }
 
 
@@ -56,6 +57,15 @@ def test_the_cli_imports_only_the_api_config_and_rendering() -> None:
         ours = {m for m in _imports(path) if m.split(".")[0] == "modelswap"}
         ours = {m for m in ours if not m.startswith("modelswap.cli")}
         assert ours <= CLI_MAY_IMPORT, (path.name, sorted(ours - CLI_MAY_IMPORT))
+
+
+def test_the_ui_reads_through_the_api_alone() -> None:
+    """The dashboard is a front end like the CLI: no store, pointer or registry module, and
+    nothing that writes."""
+    for path in sorted((ROOT / "src/modelswap/ui").glob("*.py")):
+        ours = {m for m in _imports(path) if m.split(".")[0] == "modelswap"}
+        ours = {m for m in ours if not m.startswith("modelswap.ui")}
+        assert ours <= {"modelswap.api", "modelswap.errors", "modelswap.render"}, path.name
 
 
 def test_no_module_is_over_the_house_limit() -> None:

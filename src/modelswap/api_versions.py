@@ -86,18 +86,24 @@ class VersionVerbs:
         store = self._versions.store
         return isinstance(store, LocalStore) and not store.root.exists()
 
+    def models(self) -> list[str]:
+        """Every model in the registry, sorted."""
+        return self._versions.models()
+
     def versions(
         self, model: str, *, warnings: list[ModelswapError] | None = None
     ) -> list[VersionInfo]:
         """Every version folder, complete or not, with the pointers naming it. Malformed
         pointers are left out of the rows and appended to `warnings` when given."""
-        metas = self._versions.all_metadata(check_model(model))
+        listing = self._versions.version_listing(check_model(model))
+        metas = self._versions.all_metadata(model, listing)
         named, problems = self._pointers(model)
         if warnings is not None:
             warnings.extend(problems)
         rows = []
         for v, m in metas.items():
             ok = isinstance(m, Metadata)
+            raw = m.raw if isinstance(m, Metadata) else {}
             rows.append(
                 VersionInfo(
                     version=v,
@@ -107,6 +113,9 @@ class VersionVerbs:
                     pointers=tuple(sorted(named.get(v, []))),
                     complete=ok,
                     problem=None if ok else ("invalid metadata.json" if m else "incomplete"),
+                    git_sha=_text(raw.get("git_sha")),
+                    training_data=_text(raw.get("training_data")),
+                    signed=signing.SIGNATURE_FILE in listing[v],
                 )
             )
         return rows
@@ -237,3 +246,7 @@ class VersionVerbs:
             on_bytes=progress.add if progress else None,
             signature=sig,
         )
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) else None

@@ -40,6 +40,7 @@ APPEND_ATTEMPTS = 20
 class EventRef:
     seq: int
     key: str
+    etag: str = ""
 
 
 def _version_or_none(value: Any) -> bool:
@@ -47,9 +48,14 @@ def _version_or_none(value: Any) -> bool:
 
 
 class EventLog:
-    def __init__(self, store: Store, model: str) -> None:
+    def __init__(
+        self, store: Store, model: str, cache: dict[str, tuple[str, Event]] | None = None
+    ) -> None:
         self.store = store
         self.model = model
+        # key -> (ETag, Event) of events read before (Registry.event_cache); an event is
+        # create-only, so a listing with the same key and ETag is the same event.
+        self.cache = cache
         self.prefix = keys.events_prefix(model)
         self.problems: list[InvalidMetadata] = []  # unreadable events met so far, each once
 
@@ -58,7 +64,7 @@ class EventLog:
         for info in self.store.objects(self.prefix):
             m = _KEY_RE.fullmatch(info.key[len(self.prefix) :])
             if m:
-                out.append(EventRef(int(m.group(1)), info.key))
+                out.append(EventRef(int(m.group(1)), info.key, info.etag))
             else:  # not a key modelswap writes: left alone, but said, never silently
                 self._problem(
                     InvalidMetadata(
@@ -91,24 +97,35 @@ class EventLog:
             raise InvalidMetadata(f"event {where} names no valid pointer", hint=hint)
         if not _version_or_none(event.get("to")) or not _version_or_none(event.get("from")):
             raise InvalidMetadata(f"event {where} has an invalid 'from' or 'to'", hint=hint)
-        return Event.from_json(event).with_seq(ref.seq)
+        return Event.from_json({**event, "seq": ref.seq})  # its place in the log, not its text
 
     def _read_or_skip(self, ref: EventRef) -> Event | None:
+        cached = self.cache.get(ref.key) if self.cache is not None and ref.etag else None
+        if cached is not None and cached[0] == ref.etag:
+            return cached[1]
         try:
-            return self.read(ref)
+            event = self.read(ref)
         except InvalidMetadata as e:
             self._problem(e)
             return None
         except ObjectNotFound:
             return None  # removed between the listing and the read (a failed move's event)
+        if self.cache is not None and ref.etag:
+            self.cache[ref.key] = (ref.etag, event)
+        return event
 
     def all(self) -> list[Event]:
         """Every readable event, oldest first; unreadable ones land in self.problems."""
         refs = self.refs()
         if not refs:
             return []
-        with concurrent.futures.ThreadPoolExecutor(min(16, len(refs))) as pool:
-            events = list(pool.map(self._read_or_skip, refs))
+        if self.store.parallel_reads <= 1:
+            events = [self._read_or_skip(r) for r in refs]
+        else:
+            with concurrent.futures.ThreadPoolExecutor(
+                min(self.store.parallel_reads, len(refs))
+            ) as pool:
+                events = list(pool.map(self._read_or_skip, refs))
         return [e for e in events if e is not None]
 
     def last(self, pointer: str) -> Event | None:

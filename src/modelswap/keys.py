@@ -27,6 +27,7 @@ JUDGE_DIR = ".rollout"  # dotted: never a version name, never listed as a model'
 ROLLOUT = "ROLLOUT"  # upper case like a pointer, but JSON: never listed or moved as one
 # Folder names under a model that are never versions.
 RESERVED = frozenset({EVENTS_DIR, FLEET_DIR, QUARANTINE_DIR})
+HIDDEN_DIRS = (LOCKS_DIR, TOMBSTONES_DIR, JUDGE_DIR)  # dotted: never a version either
 MOVES_LOCK = "moves"  # one lease for every pointer move of a model, and for gc
 PUBLISH_LOCK_PREFIX = "publish-"
 

@@ -67,7 +67,7 @@ def list_pointers(registry: Registry, model: str) -> dict[str, PointerState | In
     """Every pointer of the model; a malformed one maps to its error instead of hiding it."""
     out: dict[str, PointerState | InvalidPointer] = {}
     prefix = keys.model_prefix(model)
-    for info in registry.store.objects(prefix):
+    for info in registry.store.files(prefix):
         name = keys.name_under(prefix, info.key)
         if "/" in name or not POINTER_RE.fullmatch(name) or name == keys.ROLLOUT:
             continue
@@ -313,7 +313,7 @@ def history(
     """The event log, oldest first, plus a seq-less out-of-band entry for any unlogged edit.
     Unreadable events and malformed pointers are skipped and added to `problems`."""
     registry.require_model(model)
-    log = EventLog(registry.store, model)
+    log = EventLog(registry.store, model, registry.event_cache)
     events = log.all()
     if problems is not None:
         problems.extend(log.problems)

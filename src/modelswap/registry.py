@@ -31,7 +31,8 @@ from modelswap.names import (
     check_version,
     version_number,
 )
-from modelswap.store import Store
+from modelswap.records import Event
+from modelswap.store import ObjectInfo, Store
 
 MOVE_WAIT_S = 15.0  # a move waits this long for another move or a gc to finish
 
@@ -40,6 +41,11 @@ class Registry:
     def __init__(self, store: Store, *, lease_ttl_s: float = locks.LEASE_TTL_S) -> None:
         self.store = store
         self.lease_ttl_s = lease_ttl_s
+        # metadata.json and events are written once and never rewritten, so what was read
+        # stays true while a listing shows the same key with the same ETag: a long-lived
+        # reader (`modelswap ui`, the controller) reads a 10,000-event log once.
+        self.metadata_cache: dict[str, tuple[str, Metadata]] = {}
+        self.event_cache: dict[str, tuple[str, Event]] = {}
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -50,12 +56,27 @@ class Registry:
         """Every folder holding objects that could be a version (complete or not), in natural
         order. Derived from the object listing, not from folder listings: some stores (SeaweedFS,
         a local folder) keep a folder after its last object is deleted."""
+        return list(self.version_listing(model))
+
+    def version_listing(self, model: str) -> dict[str, dict[str, ObjectInfo]]:
+        """version_names, each with its objects by file name, from one listing."""
         check_model(model)
         prefix = keys.model_prefix(model)
-        names = {o.key[len(prefix) :].split("/", 1)[0] for o in self.store.objects(prefix)}
-        names = {n for n in names if n not in keys.RESERVED and NAME_RE.fullmatch(n)}
-        names -= {n for n in names if POINTER_RE.fullmatch(n)}
-        return sorted(names, key=_natural)
+        found: dict[str, dict[str, ObjectInfo]] = {}
+        # The folders that are never versions are not walked (a model's events alone can be
+        # 10,000 objects); a network store lists and drops them.
+        skip = tuple(f"{prefix}{d}/" for d in (*keys.RESERVED, *keys.HIDDEN_DIRS))
+        for o in self.store.objects_except(prefix, skip):
+            name, _, rest = o.key[len(prefix) :].partition("/")
+            if name in found:
+                found[name][rest] = o
+            elif (
+                name not in keys.RESERVED
+                and NAME_RE.fullmatch(name)
+                and not POINTER_RE.fullmatch(name)
+            ):
+                found[name] = {rest: o}
+        return {n: found[n] for n in sorted(found, key=_natural)}
 
     def metadata(self, model: str, version: str) -> Metadata:
         check_model(model)
@@ -122,21 +143,37 @@ class Registry:
         if not self._model_exists(model):
             raise self._no_model(model)
 
-    def all_metadata(self, model: str) -> dict[str, Metadata | InvalidMetadata | None]:
+    def all_metadata(
+        self, model: str, listing: dict[str, dict[str, ObjectInfo]] | None = None
+    ) -> dict[str, Metadata | InvalidMetadata | None]:
         """Every version folder's metadata: None where metadata.json is missing (a partial
-        upload), the InvalidMetadata error where it is malformed (shown, never deleted)."""
+        upload), the InvalidMetadata error where it is malformed (shown, never deleted).
+        `listing` is version_listing(model) when the caller has it already."""
         self.require_model(model)
-        names = self.version_names(model)
+        listing = self.version_listing(model) if listing is None else listing
 
         def one(v: str) -> Metadata | InvalidMetadata | None:
+            info = listing[v].get(METADATA_FILE)
+            if info is None:
+                return None
+            cached = self.metadata_cache.get(info.key)
+            if cached is not None and cached[0] == info.etag:
+                return cached[1]
             try:
-                return self.metadata(model, v)
+                meta = self.metadata(model, v)
             except InvalidMetadata as e:
                 return e
             except VersionNotFound:
                 return None
+            self.metadata_cache[info.key] = (info.etag, meta)
+            return meta
 
-        with concurrent.futures.ThreadPoolExecutor(min(16, max(1, len(names)))) as pool:
+        names = list(listing)
+        if self.store.parallel_reads <= 1:
+            return {v: one(v) for v in names}
+        with concurrent.futures.ThreadPoolExecutor(
+            min(self.store.parallel_reads, max(1, len(names)))
+        ) as pool:
             return dict(zip(names, pool.map(one, names), strict=True))
 
     def next_version(self, model: str) -> str:

@@ -45,6 +45,9 @@ class VersionInfo:
     pointers: tuple[str, ...]
     complete: bool
     problem: str | None
+    git_sha: str | None = None
+    training_data: str | None = None
+    signed: bool = False  # it has a model.sig (whether a trusted key made it: `signature`)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -55,6 +58,9 @@ class VersionInfo:
             "pointers": list(self.pointers),
             "complete": self.complete,
             "problem": self.problem,
+            "git_sha": self.git_sha,
+            "training_data": self.training_data,
+            "signed": self.signed,
         }
 
 

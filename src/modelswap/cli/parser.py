@@ -7,7 +7,7 @@ import dataclasses
 import socket
 from collections.abc import Callable
 
-from modelswap import __version__
+from modelswap import __version__, ui
 from modelswap.agent.config import AgentConfig
 from modelswap.api import (
     DEFAULT_POINTER,
@@ -20,6 +20,7 @@ from modelswap.cli.common import _Parser
 from modelswap.cli.fleet import cmd_agent, cmd_status
 from modelswap.cli.moves import cmd_gate, cmd_history, cmd_promote, cmd_rollback
 from modelswap.cli.rollouts import add_parser as rollout_commands
+from modelswap.cli.ui import cmd_ui
 from modelswap.cli.versions import (
     cmd_diff,
     cmd_download,
@@ -140,6 +141,18 @@ def build_parser() -> argparse.ArgumentParser:
     _add_gc_command(command)
     _add_fleet_commands(command)
     rollout_commands(sub, common)
+    p = command("ui", cmd_ui, "serve a read-only dashboard of the registry")
+    add_flag(
+        p, "--host", env_var="MODELSWAP_UI_HOST", default=ui.DEFAULT_HOST, help="address to bind"
+    )
+    add_flag(
+        p,
+        "--port",
+        env_var="MODELSWAP_UI_PORT",
+        type=int,
+        default=ui.DEFAULT_PORT,
+        help="port to bind (0: any free one)",
+    )
     return parser
 
 

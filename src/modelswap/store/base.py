@@ -65,6 +65,10 @@ class Store(abc.ABC):
     """One registry root on one backend."""
 
     url: str
+    # How many small reads are worth having in flight at once. A network store waits on
+    # round trips, so 16 overlap; a local folder's reads are all CPU under one GIL, where
+    # 16 threads read 10,000 events 5x slower than one (see LocalStore).
+    parallel_reads = 16
 
     @abc.abstractmethod
     def get(
@@ -112,6 +116,15 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def objects(self, prefix: str) -> Iterator[ObjectInfo]:
         """Every object whose key starts with prefix, in key order."""
+
+    def objects_except(self, prefix: str, skip: tuple[str, ...]) -> Iterator[ObjectInfo]:
+        """objects(prefix) but those under the folders `skip` (key prefixes ending in '/').
+        A listing is a listing on a network store; a local folder never walks into them."""
+        return (o for o in self.objects(prefix) if not o.key.startswith(skip))
+
+    def files(self, prefix: str) -> list[ObjectInfo]:
+        """The objects right under prefix (which ends with '/'), none in its folders."""
+        return [o for o in self.objects(prefix) if "/" not in o.key[len(prefix) :]]
 
     @abc.abstractmethod
     def list_dirs(self, prefix: str) -> list[str]:

@@ -1,0 +1,56 @@
+"""The README's picture of `modelswap ui` (docs/ui-model-page.png), taken again by
+
+    .venv/bin/python -m examples.ui_screenshot
+
+A sample registry (modelswap.testing.sample_registry: 30 versions, 80 moves) served by the
+real `modelswap ui`, photographed by Debian's headless Chromium, as the browser test does.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+
+from modelswap.testing import sample_registry
+from modelswap.testing.ui_process import serving
+
+OUT = Path(__file__).resolve().parents[1] / "docs" / "ui-model-page.png"
+FLAGS = [
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--hide-scrollbars",
+    "--window-size=1200,1000",
+]
+
+
+def main() -> None:
+    os.environ["SE_AVOID_STATS"] = "true"
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp) / "registry"
+        sample_registry.build(root, model="fraud-detector", versions=30, events=80)
+        options = webdriver.ChromeOptions()
+        options.binary_location = "/usr/bin/chromium"
+        for flag in [*FLAGS, f"--user-data-dir={tmp}/chromium"]:
+            options.add_argument(flag)
+        driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
+        try:
+            with serving(root) as url:
+                driver.get(url + "/models/fraud-detector")
+                driver.save_screenshot(str(OUT))
+        finally:
+            driver.quit()
+    print(f"wrote {OUT} ({OUT.stat().st_size // 1000} KB)")
+
+
+if __name__ == "__main__":
+    main()

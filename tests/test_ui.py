@@ -1,0 +1,222 @@
+"""`modelswap ui` over real HTTP: every page, its escaping of hostile store contents, its
+headers, and that nothing on it can change the registry."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from markupsafe import escape
+
+from modelswap.judge import Criteria
+from tests.ui_helpers import INSTANCE, ONERROR, SCRIPT, get, hostile_registry, server_log, serving
+
+PAGES = [
+    "/",
+    "/models/clf",
+    "/models/clf?metric=latency_ms",
+    "/models/clf/timeline",
+    "/models/clf/timeline?page=2&type=promote",
+    "/models/clf/versions/v2",
+    "/models/clf/diff",
+    "/models/clf/diff?a=v1&b=v2",
+    "/models/clf/fleet",
+    "/models/clf/rollout",
+]
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, str]]:
+    root = tmp_path_factory.mktemp("ui") / "reg"
+    hostile_registry(root, events=60)
+    with serving(root) as url:
+        yield root, url
+
+
+def _tree_digest(root: Path) -> str:
+    h = hashlib.sha256()
+    for p in sorted(root.rglob("*")):
+        if p.is_file():
+            h.update(str(p.relative_to(root)).encode() + p.read_bytes())
+    return h.hexdigest()
+
+
+@pytest.mark.parametrize("path", PAGES)
+def test_every_page_answers_escaped_with_a_content_security_policy(
+    site: tuple[Path, str], path: str
+) -> None:
+    root, url = site
+    code, headers, body = get(url + path)
+    assert code == 200, body[-500:]
+    assert "default-src 'none'" in headers["Content-Security-Policy"]
+    assert headers["X-Content-Type-Options"] == "nosniff"
+    assert "<script" not in body.lower()  # no script at all, and none from the store
+    assert "onerror=" not in body.lower().replace("onerror=&#34;", "")
+    assert "Traceback" not in server_log(root)
+
+
+def test_hostile_notes_and_reasons_are_shown_as_text(site: tuple[Path, str]) -> None:
+    _, url = site
+    _, _, version = get(url + "/models/clf/versions/v2")
+    assert str(escape(SCRIPT)) in version
+    _, _, timeline = get(url + "/models/clf/timeline?type=rollback")
+    assert str(escape(ONERROR)) in timeline
+    _, _, fleet = get(url + "/models/clf/fleet")
+    assert str(escape(ONERROR)) in fleet  # the agent's last_error
+    assert INSTANCE in fleet
+
+
+def test_the_model_page_shows_versions_pointers_chart_and_problems(
+    site: tuple[Path, str],
+) -> None:
+    _, url = site
+    _, _, body = get(url + "/models/clf")
+    assert "CURRENT &rarr;" in body
+    assert "<svg" in body
+    assert "accuracy by version" in body
+    assert "What was live when" in body
+    assert 'class="rollback"' in body
+    assert 'v4 <span class="bad">incomplete</span>' in body
+    assert 'v5 <span class="bad">invalid metadata.json</span>' in body
+    assert f"{3:040x}"[:10] in body
+    assert "s3://data/clf/3" in body
+    assert "64 in all" in body  # 4 moves and 60 more
+    _, _, latency = get(url + "/models/clf?metric=latency_ms")
+    assert "latency_ms by version" in latency
+    assert re.search(r"<option value=\"latency_ms\" selected>", latency)
+
+
+def test_the_timeline_pages_newest_first_and_filters_by_type(site: tuple[Path, str]) -> None:
+    _, url = site
+    _, _, first = get(url + "/models/clf/timeline")
+    assert "64 event(s), newest first; page 1 of 2" in first
+    assert first.count("<tr>") - 1 == 50  # the header row and 50 events
+    assert first.index(">64<") < first.index(">63<")
+    _, _, second = get(url + "/models/clf/timeline?page=2")
+    assert second.count("<tr>") - 1 == 14
+    assert 'rel="prev"' in second
+    assert 'rel="next"' not in second
+    _, _, rollbacks = get(url + "/models/clf/timeline?type=rollback")
+    assert "1 event(s)" in rollbacks
+    assert "k-rollback" in rollbacks
+    _, _, past = get(url + "/models/clf/timeline?page=99")
+    assert "page 2 of 2" in past
+
+
+def test_diff_shows_metric_changes(site: tuple[Path, str]) -> None:
+    _, url = site
+    _, _, body = get(url + "/models/clf/diff?a=v1&b=v3")
+    assert "+0.0500" in body  # accuracy 0.90 -> 0.95
+    assert "notes" in body
+    assert "training_data" in body
+
+
+@pytest.mark.parametrize(
+    ("path", "code", "text"),
+    [
+        ("/models/nope", 404, "does not exist"),
+        ("/models/clf/versions/v99", 404, "does not exist"),
+        ("/models/a%3Cb", 400, "invalid model name &#39;a&lt;b&#39;"),
+        ("/models/clf/timeline?page=x", 400, "is not a number"),
+        ("/models/clf/diff?a=v1&b=v99", 404, "v99"),
+        ("/nowhere", 404, "Not Found"),
+    ],
+)
+def test_bad_requests_get_an_error_page_not_a_traceback(
+    site: tuple[Path, str], path: str, code: int, text: str
+) -> None:
+    root, url = site
+    got, headers, body = get(url + path)
+    assert (got, text in body) == (code, True), body[-400:]
+    assert "Content-Security-Policy" in headers
+    assert "Traceback" not in server_log(root)
+
+
+@pytest.mark.parametrize("method", ["POST", "PUT", "DELETE", "PATCH"])
+def test_no_method_but_get_is_served_and_the_registry_is_unchanged(
+    site: tuple[Path, str], method: str
+) -> None:
+    root, url = site
+    before = _tree_digest(root)
+    for path in PAGES:
+        code, _, _ = get(url + path.split("?")[0], method=method)
+        assert code == 405, (method, path)
+    assert _tree_digest(root) == before
+
+
+def test_a_rollout_with_a_verdict_is_shown(tmp_path: Path) -> None:
+    root = tmp_path / "reg"
+    reg = hostile_registry(root)
+    r = reg.rollout_start(
+        "clf", "v3", steps=(10, 100), reason="try v3", judge=Criteria(max_error_rate=0.01)
+    )
+    # The judge's window object as the controller writes it (analysis.save), its text hostile.
+    verdict = {
+        "result": "fail",
+        "why": ONERROR,
+        "phase": "step",
+        "fails": 1,
+        "fail_checks": 3,
+        "canary": {"instances": 1, "requests": 900, "errors": 45, "error_rate": 0.05},
+        "baseline": {"instances": 1, "requests": 910, "errors": 0, "error_rate": 0.0},
+        "checks": [
+            {"check": "error_rate", "result": "fail", "why": "5% > 1%", "p_value": 1e-9},
+            {"check": "p99", "result": "inconclusive", "why": "no histogram"},
+        ],
+    }
+    window = root / "clf" / ".rollout" / "window.json"
+    window.parent.mkdir(parents=True, exist_ok=True)
+    window.write_text(json.dumps({"rollout": r.id, "window": {}, "verdict": verdict}))
+    with serving(root) as url:
+        _, _, body = get(url + "/models/clf/rollout")
+        _, _, index = get(url + "/")
+    assert "v3</a> over" in body
+    assert "running" in body
+    assert 'class="now">10%' in body
+    assert "try v3" in body
+    assert '<span class="verdict v-fail">fail</span>' in body
+    assert str(escape(ONERROR)) in body
+    assert "5% &gt; 1%" in body
+    assert "1e-09" in body  # the p-value
+    assert ">900<" in body
+    assert ">45<" in body
+    assert "v3 running at 10%" in index
+
+
+def test_an_empty_registry_and_a_missing_one(tmp_path: Path) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with serving(empty) as url:
+        code, _, body = get(url + "/")
+    assert (code, "no models yet" in body) == (200, True)
+    missing = tmp_path / "missing"
+    result = modelswap_ui(missing)
+    assert result.returncode == 2, result
+    assert result.stderr.startswith("error: no registry at file://")
+    assert "hint:" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not missing.exists()
+
+
+def test_a_bad_port_is_refused(tmp_path: Path) -> None:
+    result = modelswap_ui(tmp_path, "--port", "70000")
+    assert result.returncode == 2
+    assert result.stderr.splitlines()[0] == "error: --port 70000 is not a port"
+
+
+def modelswap_ui(registry: Path, *flags: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "modelswap", "ui", *flags],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env=dict(os.environ, MODELSWAP_REGISTRY=str(registry)),
+        check=False,
+    )
