@@ -16,6 +16,8 @@ import pytest
 from markupsafe import escape
 
 from modelswap.judge import Criteria
+from modelswap.records import Event, GateRecord
+from modelswap.ui import views
 from tests.ui_helpers import INSTANCE, ONERROR, SCRIPT, get, hostile_registry, server_log, serving
 
 PAGES = [
@@ -73,6 +75,31 @@ def test_hostile_notes_and_reasons_are_shown_as_text(site: tuple[Path, str]) -> 
     assert INSTANCE in fleet
 
 
+def test_the_fleet_and_rollout_pages_reload_themselves(site: tuple[Path, str]) -> None:
+    _, url = site
+    for path in ("/models/clf/fleet", "/models/clf/rollout"):
+        _, _, body = get(url + path)
+        assert '<meta http-equiv="refresh" content="5">' in body
+    _, _, fleet = get(url + "/models/clf/fleet")
+    assert "converged" in fleet
+    assert "1 of 1 fresh instance(s) ready on it" in fleet
+    _, _, model = get(url + "/models/clf")
+    assert '<meta http-equiv="refresh"' not in model
+
+
+def test_a_hand_edit_and_a_forced_gate_are_labelled() -> None:
+    """A pointer moved by hand is `out-of-band`; a promote forced past a refusing gate is
+    `forced`, with the gate's new and current values."""
+    oob = Event("STAGING", None, "v1", "out-of-band")
+    assert views.event_row(oob).kind == "out-of-band"
+    gate = GateRecord(passed=False, forced=True, metric="accuracy", new=0.88, current=0.95)
+    row = views.event_row(Event("CURRENT", "v1", "v2", "promote", gate=gate))
+    assert (row.kind, row.gate) == ("forced", "accuracy 0.88 vs 0.95: forced past a refusal")
+    passed = GateRecord(passed=True, metric="accuracy", new=0.95, current=0.93)
+    row = views.event_row(Event("CURRENT", "v1", "v2", "promote", gate=passed))
+    assert (row.kind, row.gate) == ("promote", "accuracy 0.95 vs 0.93: passed")
+
+
 def test_the_model_page_shows_versions_pointers_chart_and_problems(
     site: tuple[Path, str],
 ) -> None:
@@ -87,7 +114,7 @@ def test_the_model_page_shows_versions_pointers_chart_and_problems(
     assert 'v5 <span class="bad">invalid metadata.json</span>' in body
     assert f"{3:040x}"[:10] in body
     assert "s3://data/clf/3" in body
-    assert "64 in all" in body  # 4 moves and 60 more
+    assert "65 in all" in body  # 4 moves, 60 more and the hand edit
     _, _, latency = get(url + "/models/clf?metric=latency_ms")
     assert "latency_ms by version" in latency
     assert re.search(r"<option value=\"latency_ms\" selected>", latency)
@@ -96,16 +123,19 @@ def test_the_model_page_shows_versions_pointers_chart_and_problems(
 def test_the_timeline_pages_newest_first_and_filters_by_type(site: tuple[Path, str]) -> None:
     _, url = site
     _, _, first = get(url + "/models/clf/timeline")
-    assert "64 event(s), newest first; page 1 of 2" in first
+    assert "65 event(s), newest first; page 1 of 2" in first
     assert first.count("<tr>") - 1 == 50  # the header row and 50 events
     assert first.index(">64<") < first.index(">63<")
     _, _, second = get(url + "/models/clf/timeline?page=2")
-    assert second.count("<tr>") - 1 == 14
+    assert second.count("<tr>") - 1 == 15
     assert 'rel="prev"' in second
     assert 'rel="next"' not in second
     _, _, rollbacks = get(url + "/models/clf/timeline?type=rollback")
     assert "1 event(s)" in rollbacks
     assert "k-rollback" in rollbacks
+    _, _, hand = get(url + "/models/clf/timeline?type=out-of-band")
+    assert "1 event(s)" in hand
+    assert "STAGING" in hand
     _, _, past = get(url + "/models/clf/timeline?page=99")
     assert "page 2 of 2" in past
 
@@ -127,6 +157,8 @@ def test_diff_shows_metric_changes(site: tuple[Path, str]) -> None:
         ("/models/clf/timeline?page=x", 400, "is not a number"),
         ("/models/clf/diff?a=v1&b=v99", 404, "v99"),
         ("/nowhere", 404, "Not Found"),
+        ("/models/clf/versions/v4", 404, "is incomplete: it has files but no metadata.json"),
+        ("/models/clf/versions/v5", 500, "metadata.json is not valid JSON"),
     ],
 )
 def test_bad_requests_get_an_error_page_not_a_traceback(

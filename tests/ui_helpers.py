@@ -20,8 +20,8 @@ __all__ = ["get", "hostile_registry", "server_log", "serving"]
 
 def hostile_registry(root: Path, events: int = 0) -> modelswap.Registry:
     """clf: v1..v3 published (v2's notes hold a <script>), CURRENT moved v1 -> v2 -> v3 and
-    rolled back (the rollback's reason holds an onerror=), `events` more promotes, an
-    incomplete v4, a v5 with a malformed metadata.json, and one fleet report."""
+    rolled back (the rollback's reason holds an onerror=), `events` more promotes, STAGING
+    written by hand, an incomplete v4, a v5 with a malformed metadata.json, and one fleet report."""
     reg = modelswap.Registry(root, actor="tester@test")
     model = root.parent / f"{root.name}-model.onnx"
     for i, acc in enumerate((0.90, 0.93, 0.95), start=1):
@@ -40,6 +40,7 @@ def hostile_registry(root: Path, events: int = 0) -> modelswap.Registry:
     reg.rollback("clf", reason=ONERROR)
     for n in range(events):
         reg.promote("clf", "v3" if n % 2 == 0 else "v2", reason=f"move {n}")
+    (root / "clf" / "STAGING").write_text("v1\n")  # moved by hand: out-of-band
     (root / "clf" / "v4").mkdir()
     (root / "clf" / "v4" / "model.onnx").write_bytes(b"half")
     (root / "clf" / "v5").mkdir()

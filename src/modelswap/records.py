@@ -16,6 +16,7 @@ from typing import Any
 
 EVENT_FIELDS = ("seq", "time", "actor", "pointer", "from", "to", "reason", "gate", "type")
 _EVENT_OPTIONAL = ("move_id", "recovered")  # written only when set
+_EVENT_KNOWN = frozenset({*EVENT_FIELDS, *_EVENT_OPTIONAL})
 _RESULT_FIELDS = (
     "candidate",
     "against",
@@ -193,7 +194,7 @@ class Event:
         wrong); here a missing or odd field reads as None."""
         gate = raw.get("gate")
         seq = raw.get("seq")
-        known = {*EVENT_FIELDS, *_EVENT_OPTIONAL}
+        known = _EVENT_KNOWN
         return cls(
             pointer=str(raw.get("pointer")),
             from_version=text_or_none(raw.get("from")),
