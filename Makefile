@@ -21,7 +21,29 @@ $(STAMP): pyproject.toml
 	    -y -qq --no-install-recommends chromium chromium-driver >/dev/null; }
 	touch $(STAMP)
 
-install: $(STAMP)
+# MLServer for tests/test_mlserver.py, in its own environment: it is large and pins its own
+# versions. 1.7.1's workers crash with uvloop >= 0.22 (SeldonIO/MLServer#2286).
+MLSERVER := .tools/mlserver/.installed
+$(MLSERVER):
+	$(PYTHON) -m venv .tools/mlserver
+	.tools/mlserver/bin/python -m pip install --quiet --upgrade pip
+	.tools/mlserver/bin/python -m pip install --quiet 'mlserver==1.7.1' 'mlserver-sklearn==1.7.1' 'uvloop<0.22'
+	touch $(MLSERVER)
+
+# Triton for tests/test_triton.py: nvidia-pytriton's wheel carries a tritonserver binary that
+# runs on the CPU, with the Python backend; its stub for Python 3.11 links Debian's libpython.
+TRITON := .tools/triton/.installed
+TRITON_SERVER := .tools/triton/lib/python3.11/site-packages/pytriton/tritonserver
+$(TRITON):
+	[ -e /usr/lib/x86_64-linux-gnu/libpython3.11.so.1.0 ] || { $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq libpython3.11 >/dev/null; }
+	$(PYTHON) -m venv .tools/triton
+	.tools/triton/bin/python -m pip install --quiet --no-deps 'nvidia-pytriton==0.7.0'
+	.tools/triton/bin/python -m pip install --quiet 'numpy>=1.26,<2'
+	cp $(TRITON_SERVER)/python_backend_stubs/3.11/triton_python_backend_stub $(TRITON_SERVER)/backends/python/
+	touch $(TRITON)
+
+install: $(STAMP) $(MLSERVER) $(TRITON)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -30,7 +52,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-test: lint typecheck
+test: lint typecheck $(MLSERVER) $(TRITON)
 	$(BIN)/pytest
 
 demo: $(STAMP)

@@ -13,6 +13,8 @@ from modelswap.names import check_model, check_pointer_name
 from modelswap.store import open_store
 from modelswap.store.base import StoreOptions
 
+from .reload import Reload
+
 
 @dataclass(frozen=True)
 class AgentConfig:
@@ -39,6 +41,11 @@ class AgentConfig:
     trust_keys: tuple[str, ...] = ()  # public keys (or folders of them); any one suffices
     loader_url: str | None = None  # the app's loader /health: its refusals are reported
     metrics_url: str | None = None  # the app's /metrics: per-version counters in the report
+    reload: tuple[str, ...] = ()  # KIND=URL: model servers told to load each swap (reload.py)
+    server_model: str | None = None  # the model's name on those servers (default: model)
+    reload_timeout_s: float = 60.0
+    tfserving_dir: Path | None = None  # DIR/<model>/<n> links, n growing (numbered.py)
+    tfserving_grace_s: float = 60.0  # a superseded number is removed this long after
     refresh_token: str | None = field(default=None, repr=False)  # never printed
 
     def checked(self) -> AgentConfig:
@@ -92,4 +99,24 @@ class AgentConfig:
             problems.append(
                 "--metrics-url must be an http:// or https:// URL (the loader's /metrics)"
             )
+        for text in self.reload:
+            try:
+                kind = Reload.parse(text).kind
+            except ValueError as e:
+                problems.append(str(e))
+                continue
+            if kind == "triton" and self.tfserving_dir is None:
+                problems.append(
+                    "--reload triton= needs --tfserving-dir DIR: each swap becomes a new "
+                    "version folder there, which Triton loads (it skips a folder it thinks "
+                    "unmodified)"
+                )
+        if self.reload_timeout_s <= 0:
+            problems.append("--reload-timeout must be greater than 0 seconds")
+        if self.tfserving_grace_s < 0:
+            problems.append("--tfserving-grace must be 0 or more seconds")
+        if self.tfserving_dir is not None and self.tfserving_dir.resolve().is_relative_to(
+            self.dest.resolve() / self.model
+        ):
+            problems.append("--tfserving-dir must not be inside --dest/<model> (the agent's own)")
         return problems

@@ -30,6 +30,7 @@ from modelswap.volume import Layout
 from .config import AgentConfig
 from .hooks import SwapHooks
 from .metrics import Scraper
+from .servers import ServerReloads
 from .state import AgentState
 from .sync import Syncer, SyncResult
 
@@ -123,6 +124,7 @@ class Agent:
             # Taking part in rollouts needs the controller to see us: --report on CURRENT.
             follow_rollouts=cfg.report and cfg.pointer == "CURRENT",
             loader_url=cfg.loader_url,
+            server_checks=bool(cfg.reload),
         )
         self.last_failure: ModelswapError | None = None
         self.stop = asyncio.Event()
@@ -130,6 +132,7 @@ class Agent:
         self.port: int | None = None
         self.hooks = SwapHooks(cfg.on_swap_command, cfg.on_swap_url)
         self.scraper = Scraper(cfg.metrics_url) if cfg.metrics_url else None
+        self.servers = ServerReloads(cfg, self.state, self.syncer.layout)
 
     async def sync(self) -> SyncResult | None:
         """One pass with its bookkeeping; returns None when it failed (already logged)."""
@@ -158,6 +161,9 @@ class Agent:
                 duration_s=round(result.duration_s, 3),
             )
             await self.call_hooks(result)
+        if self.servers.wanted(result):
+            with contextlib.suppress(Cancelled):
+                await in_thread(lambda: self.servers.follow(result), self.stop)
         return result
 
     async def call_hooks(self, result: SyncResult) -> None:
@@ -309,6 +315,8 @@ async def run_once(agent: Agent) -> int:
         duration_s=round(result.duration_s, 3),
     )
     agent.state.poll_done(error=None)
+    if result.active is not None:  # an init container: the server starts on this number
+        agent.servers.number(result.active)
     await agent.report()
     return 0
 

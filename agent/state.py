@@ -25,6 +25,7 @@ class Counters:
     rollout_not_modified: int = 0
     swaps: int = 0
     hook_failures: int = 0
+    reload_failures: int = 0
     refresh_scheduled: int = 0
     refresh_coalesced: int = 0
     refresh_refused: int = 0
@@ -154,6 +155,12 @@ class AgentState:
                     c.metrics_scrape_failures,
                 ),
                 ("counter", "hook_failures_total", "failed on-swap hooks", c.hook_failures),
+                (
+                    "counter",
+                    "reload_failures_total",
+                    "--reload servers that refused or did not answer, and --tfserving-dir errors",
+                    c.reload_failures,
+                ),
                 (
                     "counter",
                     "refresh_scheduled_total",

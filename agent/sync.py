@@ -59,8 +59,13 @@ class Syncer:
         trust: list[signing.TrustedKey] | None = None,
         follow_rollouts: bool = False,
         loader_url: str | None = None,
+        server_checks: bool = False,
     ) -> None:
         self.loader_url = loader_url
+        # A loader or a --reload server says whether the linked version is served; its
+        # refusal stays until it serves it (run.py and served.py clear it), not until this
+        # pass links it.
+        self.server_checks = server_checks or bool(loader_url)
         self.scrub_interval_s = scrub_interval_s
         self.trust = list(trust or [])
         self._signers: dict[str, signing.TrustedKey] = {}  # checked by this process
@@ -201,7 +206,7 @@ class Syncer:
                 self.state.refused_version, self.state.refusal = self.state.desired_version, str(e)
             raise
         with self.state.lock:
-            if not self.loader_url:  # linked what it refused, or the pointer moved on from it
+            if not self.server_checks:  # linked what it refused, or the pointer moved on
                 self.state.refused_version, self.state.refusal = None, None
         if self.loader_url:
             served.check(self.state, self.loader_url)

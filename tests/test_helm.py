@@ -119,16 +119,63 @@ def test_gcs_and_azure_registries_use_workload_identity() -> None:
 
 
 def test_server_without_loader_gets_a_swap_webhook() -> None:
-    """The Triton example: no loader port, and the agent POSTs Triton's load API on swaps."""
-    spec = pod_spec(render(load_values(CHART / "ci" / "triton-values.yaml")))
+    """A server with a plain reload endpoint: no loader port, and the agent POSTs it."""
+    url = "http://127.0.0.1:8000/reload"
+    values = {"server": {"loaderHealthPort": 0}, "agent": {"onSwap": {"url": url}}}
+    spec = pod_spec(render(values))
     agent = next(c for c in spec["containers"] if c["name"] == "modelswap-agent")
     env = {e["name"]: e.get("value") for e in agent["env"]}
-    assert (
-        env["MODELSWAP_ON_SWAP_URL"] == "http://127.0.0.1:8000/v2/repository/models/densenet/load"
-    )
+    assert env["MODELSWAP_ON_SWAP_URL"] == url
     assert not [a for a in agent["args"] if a.startswith("--on-swap-url")]
     server = next(c for c in spec["containers"] if c["name"] == "server")
     assert all(p["name"] != "model-health" for p in server["ports"])
+
+
+def _containers(spec: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {c["name"]: c for c in [*spec.get("initContainers", []), *spec["containers"]]}
+
+
+def test_triton_reads_numbered_versions_and_is_told_to_load_them() -> None:
+    """Triton: the first sync and the sidecar both keep /models/triton/<model>/<n>, and the
+    sidecar asks Triton to load and checks version n (no mtime guessing)."""
+    spec = pod_spec(render(load_values(CHART / "ci" / "triton-values.yaml")))
+    c = _containers(spec)
+    assert "--tfserving-dir=/models/triton" in c["modelswap-init"]["args"]
+    assert "--tfserving-dir=/models/triton" in c["modelswap-agent"]["args"]
+    assert "--reload=triton=http://127.0.0.1:8000" in c["modelswap-agent"]["args"]
+    assert "--model-repository=/models/triton" in c["server"]["args"]
+
+
+def test_mlserver_gets_its_root_from_an_extra_init_container() -> None:
+    """MLServer's root holds only the model's link, made after the first sync."""
+    spec = pod_spec(render(load_values(CHART / "ci" / "mlserver-values.yaml")))
+    names = [i["name"] for i in spec["initContainers"]]
+    assert names == ["modelswap-init", "mlserver-root"]
+    root = spec["initContainers"][1]
+    assert "ln -sfn ../classifier/current /models/mlserver/classifier" in root["command"][-1]
+    agent = _containers(spec)["modelswap-agent"]
+    assert "--reload=mlserver=http://127.0.0.1:8080" in agent["args"]
+
+
+def test_torchserve_gets_its_own_volume_and_the_management_api() -> None:
+    spec = pod_spec(render(load_values(CHART / "ci" / "torchserve-values.yaml")))
+    assert {"name": "torchserve-store", "emptyDir": {}} in spec["volumes"]
+    server = _containers(spec)["server"]
+    assert {"name": "torchserve-store", "mountPath": "/home/model-server/store"} in server[
+        "volumeMounts"
+    ]
+    assert "--enable-model-api" in server["args"]
+    assert (
+        "--reload=torchserve=http://127.0.0.1:8081" in _containers(spec)["modelswap-agent"]["args"]
+    )
+
+
+def test_tfserving_reads_numbered_versions_with_no_reload_call() -> None:
+    spec = pod_spec(render(load_values(CHART / "ci" / "tfserving-values.yaml")))
+    agent = _containers(spec)["modelswap-agent"]
+    assert "--tfserving-dir=/models/tfserving" in agent["args"]
+    assert not [a for a in agent["args"] if a.startswith("--reload")]
+    assert "--model_base_path=/models/tfserving/classifier" in _containers(spec)["server"]["args"]
 
 
 def test_hook_url_and_refresh_token_come_from_secrets_not_args() -> None:
@@ -236,6 +283,10 @@ def test_rollouts_metrics_url_names_another_endpoint_or_none() -> None:
         ({"agent": {"trustKeys": {"secretName": "a", "configMapName": "b"}}}, "trustKeys"),
         ({"rollouts": {"controller": {"interval": "soon"}}}, "interval"),
         ({"rollouts": {"metricsUrl": "http://u:p@h/metrics"}}, "metricsUrl"),
+        ({"agent": {"image": "x", "reload": ["nginx=http://127.0.0.1:80"]}}, "reload"),
+        ({"agent": {"image": "x", "reload": ["mlserver=http://u:p@h:8080"]}}, "reload"),
+        ({"agent": {"image": "x", "tfservingDir": "/tmp/tf"}}, "tfservingDir"),
+        ({"extraInitContainers": [{"image": "busybox"}]}, "name"),
     ],
 )
 def test_bad_values_are_rejected_by_the_schema(values: dict[str, Any], fragment: str) -> None:

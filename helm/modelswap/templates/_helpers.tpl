@@ -122,6 +122,13 @@ envFrom:
 - --metrics-url={{ . }}
 {{- end }}
 {{- end }}
+{{- include "modelswap.serverArgs" . }}
+{{- range .Values.agent.reload }}
+- --reload={{ . }}
+{{- end }}
+{{- with .Values.agent.serverModel }}
+- --server-model={{ . }}
+{{- end }}
 {{- if .Values.agent.onSwap.command }}
 - --on-swap-command={{ join " " .Values.agent.onSwap.command }}
 {{- end }}
@@ -138,4 +145,11 @@ livenessProbe:
 readinessProbe:
   httpGet: {path: /readyz, port: agent-http}
   periodSeconds: 5
+{{- end -}}
+
+{{- /* what the init container's first sync and the sidecar both need */}}
+{{- define "modelswap.serverArgs" -}}
+{{- with .Values.agent.tfservingDir }}
+- --tfserving-dir={{ . }}
+{{- end }}
 {{- end -}}

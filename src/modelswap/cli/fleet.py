@@ -112,5 +112,10 @@ def cmd_agent(args: argparse.Namespace) -> int:
         trust_keys=tuple(args.trust_key),
         loader_url=args.loader_url,
         metrics_url=args.metrics_url,
+        reload=tuple(args.reload),
+        server_model=args.server_model,
+        reload_timeout_s=args.reload_timeout,
+        tfserving_dir=Path(args.tfserving_dir).absolute() if args.tfserving_dir else None,
+        tfserving_grace_s=args.tfserving_grace,
     )
     return agent_main(cfg.checked())

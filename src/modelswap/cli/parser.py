@@ -345,6 +345,35 @@ def _add_fleet_commands(command: Command) -> None:
     )
     add_flag(
         p,
+        "--reload",
+        action="append",
+        default=[],
+        help="KIND=URL (mlserver, triton, torchserve): after each swap ask that server to load "
+        "the linked version and check it serves it; a refusal is reported (repeatable)",
+    )
+    add_flag(p, "--server-model", help="the model's name on the --reload servers (default: MODEL)")
+    add_flag(
+        p,
+        "--reload-timeout",
+        type=float,
+        default=AGENT["reload_timeout_s"],
+        help="seconds a --reload server may take to load a version",
+    )
+    add_flag(
+        p,
+        "--tfserving-dir",
+        help="also keep DIR/MODEL/<n> -> the linked version, n growing with every swap "
+        "(TensorFlow Serving, Triton)",
+    )
+    add_flag(
+        p,
+        "--tfserving-grace",
+        type=float,
+        default=AGENT["tfserving_grace_s"],
+        help="seconds a superseded --tfserving-dir number stays for the server to move off it",
+    )
+    add_flag(
+        p,
         "--min-rate",
         type=int,
         default=AGENT["min_rate_bps"],

@@ -1,0 +1,195 @@
+"""`--reload KIND=URL`: after a swap, ask the model server to load what the link names, and
+check that it serves it (PRODUCT.md section 11).
+
+- mlserver: POST /v2/repository/models/<name>/load re-reads the model's folder (MLServer loads
+  the new one before it unloads the old, and keeps the old on a failed load); then
+  /v2/models/<name>/ready, and the version its metadata names when model-settings.json sets
+  one (which it should not: MLServer then loads a new version beside the old one instead of
+  in its place, README "Beside any model server").
+- triton (--model-control-mode=explicit, with --tfserving-dir: each swap is a new version
+  folder, so Triton never has to guess from modification times): POST
+  /v2/repository/models/<name>/load, then /v2/models/<name>/versions/<n>/ready.
+- torchserve: the version's folder holds one .mar; its manifest names the version. Registered
+  if TorchServe does not have it, made the default, checked READY, and then the versions
+  before it are unregistered.
+
+A refusal, an error status or silence is one line naming the server, what was asked and what
+it answered; the caller reports it and asks again at the next pass.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.parse
+import urllib.request
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from modelswap.redact import redact
+
+KINDS = ("mlserver", "triton", "torchserve")
+
+
+class ReloadError(Exception):
+    """The server did not take the version (or did not say so); the message says what."""
+
+
+@dataclass(frozen=True)
+class Reload:
+    kind: str
+    url: str  # the server's base URL, no trailing slash
+
+    @classmethod
+    def parse(cls, text: str) -> Reload:
+        """KIND=URL; ValueError naming --reload and the kinds there are."""
+        kind, sep, url = text.partition("=")
+        if not sep or kind not in KINDS:
+            raise ValueError(
+                f"--reload {text!r} is not KIND=URL with KIND one of {', '.join(KINDS)}"
+            )
+        if not url.startswith(("http://", "https://")):
+            raise ValueError(f"--reload {kind}= needs an http:// or https:// URL, not {url!r}")
+        return cls(kind, url.rstrip("/"))
+
+    def load(self, name: str, version_dir: Path, number: int | None, timeout_s: float) -> str:
+        """Have the server serve what version_dir holds; returns what it says it serves."""
+        if self.kind == "mlserver":
+            return self._mlserver(name, version_dir, timeout_s)
+        if self.kind == "triton":
+            return self._triton(name, number, timeout_s)
+        return self._torchserve(name, version_dir, timeout_s)
+
+    # -- one server each -------------------------------------------------------------------
+
+    def _mlserver(self, name: str, version_dir: Path, timeout_s: float) -> str:
+        n = _q(name)
+        self._expect("POST", f"/v2/repository/models/{n}/load", timeout_s, "load")
+        self._expect("GET", f"/v2/models/{n}/ready", timeout_s, "readiness")
+        wanted = _mlserver_version(version_dir)
+        if wanted is None:
+            return f"mlserver serves {name}"
+        _, meta = self._call("GET", f"/v2/models/{n}", timeout_s)
+        served = meta.get("versions") if isinstance(meta, dict) else None
+        if isinstance(served, list) and served and wanted not in served:
+            raise ReloadError(f"mlserver serves {name} versions {served}, not {wanted}")
+        return f"mlserver serves {name} version {wanted}"
+
+    def _triton(self, name: str, number: int | None, timeout_s: float) -> str:
+        if number is None:
+            raise ReloadError("--reload triton= needs --tfserving-dir (numbered versions)")
+        n = _q(name)
+        self._expect("POST", f"/v2/repository/models/{n}/load", timeout_s, "load")
+        self._expect("GET", f"/v2/models/{n}/versions/{number}/ready", timeout_s, "readiness")
+        return f"triton serves {name} version {number}"
+
+    def _torchserve(self, name: str, version_dir: Path, timeout_s: float) -> str:
+        mar, version = _archive(version_dir)
+        n = _q(name)
+        status, listed = self._call("GET", f"/models/{n}", timeout_s)
+        registered = [
+            str(m.get("modelVersion"))
+            for m in (listed if status == 200 and isinstance(listed, list) else [])
+            if isinstance(m, dict)
+        ]
+        if version not in registered:
+            query = urllib.parse.urlencode(
+                {
+                    "url": mar.resolve().as_uri(),
+                    "model_name": name,
+                    "initial_workers": 1,
+                    "synchronous": "true",
+                }
+            )
+            self._expect("POST", f"/models?{query}", timeout_s, "registration")
+        v = _q(version)
+        self._expect("PUT", f"/models/{n}/{v}/set-default", timeout_s, "set-default")
+        _, described = self._call("GET", f"/models/{n}/{v}", timeout_s)
+        workers = [
+            w.get("status")
+            for m in (described if isinstance(described, list) else [])
+            if isinstance(m, dict)
+            for w in (m.get("workers") or [])
+            if isinstance(w, dict)
+        ]
+        if "READY" not in workers:
+            raise ReloadError(f"torchserve has {name} {version} with no READY worker")
+        for old in registered:
+            if old != version:  # the old default, kept until the new one answered READY
+                self._call("DELETE", f"/models/{n}/{_q(old)}", timeout_s)
+        return f"torchserve serves {name} version {version}"
+
+    # -- HTTP ------------------------------------------------------------------------------
+
+    def _expect(self, method: str, path: str, timeout_s: float, what: str) -> Any:
+        status, body = self._call(method, path, timeout_s)
+        if status != 200:
+            raise ReloadError(
+                f"{self.kind} refused the {what} ({method} {path}: HTTP {status}"
+                f"{': ' + _error_of(body) if _error_of(body) else ''})"
+            )
+        return body
+
+    def _call(self, method: str, path: str, timeout_s: float) -> tuple[int, Any]:
+        data = b"{}" if method == "POST" and "?" not in path else None
+        req = urllib.request.Request(  # noqa: S310 - http(s) checked by parse()
+            self.url + path,
+            data=data,
+            method=method,
+            headers={"Content-Type": "application/json"} if data else {},
+        )
+        try:
+            with urllib.request.urlopen(req, timeout=timeout_s) as r:  # noqa: S310
+                return r.status, _json(r.read(1 << 20))
+        except urllib.error.HTTPError as e:
+            return e.code, _json(e.read(1 << 20))
+        except (OSError, ValueError) as e:
+            raise ReloadError(redact(f"{self.kind} at {self.url} did not answer: {e}")) from e
+
+
+def _q(part: str) -> str:
+    return urllib.parse.quote(part, safe="")
+
+
+def _json(raw: bytes) -> Any:
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return raw.decode(errors="replace")[:200]
+
+
+def _error_of(body: Any) -> str:
+    if isinstance(body, dict):
+        for key in ("error", "message", "detail"):
+            if isinstance(body.get(key), str):
+                return redact(str(body[key]))[:300]
+    return redact(body)[:300] if isinstance(body, str) else ""
+
+
+def _mlserver_version(version_dir: Path) -> str | None:
+    """The version model-settings.json sets (parameters.version), if any."""
+    try:
+        settings = json.loads((version_dir / "model-settings.json").read_text())
+    except (OSError, ValueError):
+        return None
+    params = settings.get("parameters") if isinstance(settings, dict) else None
+    version = params.get("version") if isinstance(params, dict) else None
+    return version if isinstance(version, str) else None
+
+
+def _archive(version_dir: Path) -> tuple[Path, str]:
+    """The version's one .mar and the model version its manifest names."""
+    mars = sorted(version_dir.glob("*.mar"))
+    if len(mars) != 1:
+        raise ReloadError(
+            f"--reload torchserve needs one .mar in the version, found {len(mars)} in {version_dir}"
+        )
+    try:
+        with zipfile.ZipFile(mars[0]) as z:
+            manifest = json.loads(z.read("MAR-INF/MANIFEST.json"))
+        version = manifest["model"]["modelVersion"]
+    except (OSError, KeyError, TypeError, ValueError, zipfile.BadZipFile) as e:
+        raise ReloadError(f"{mars[0].name} has no readable MAR-INF/MANIFEST.json: {e}") from e
+    return mars[0], str(version)
