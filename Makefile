@@ -43,7 +43,16 @@ $(TRITON):
 	cp $(TRITON_SERVER)/python_backend_stubs/3.11/triton_python_backend_stub $(TRITON_SERVER)/backends/python/
 	touch $(TRITON)
 
-install: $(STAMP) $(MLSERVER) $(TRITON)
+# TorchServe for tests/test_torchserve.py (Java 17 runs its frontend; its workers import torch,
+# the CPU build that lies on this machine's disk).
+TORCHSERVE := .tools/torchserve/.installed
+$(TORCHSERVE):
+	$(PYTHON) -m venv .tools/torchserve
+	.tools/torchserve/bin/python -m pip install --quiet 'torchserve==0.12.0' \
+	  'torch-model-archiver==0.12.0' 'torch==2.13.0' 'pyyaml>=6' 'numpy>=1.26,<3'
+	touch $(TORCHSERVE)
+
+install: $(STAMP) $(MLSERVER) $(TRITON) $(TORCHSERVE)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -52,7 +61,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-test: lint typecheck $(MLSERVER) $(TRITON)
+test: lint typecheck $(MLSERVER) $(TRITON) $(TORCHSERVE)
 	$(BIN)/pytest
 
 demo: $(STAMP)

@@ -10,8 +10,9 @@ check that it serves it (PRODUCT.md section 11).
   folder, so Triton never has to guess from modification times): POST
   /v2/repository/models/<name>/load, then /v2/models/<name>/versions/<n>/ready.
 - torchserve: the version's folder holds one .mar; its manifest names the version. Registered
-  if TorchServe does not have it, made the default, checked READY, and then the versions
-  before it are unregistered.
+  (through a link named after the version: TorchServe refuses a second archive of the same
+  file name) if TorchServe does not have it, made the default, checked READY, and then the
+  versions before it are unregistered.
 
 A refusal, an error status or silence is one line naming the server, what was asked and what
 it answered; the caller reports it and asks again at the next pass.
@@ -20,6 +21,7 @@ it answered; the caller reports it and asks again at the next pass.
 from __future__ import annotations
 
 import json
+import os
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -97,7 +99,7 @@ class Reload:
         if version not in registered:
             query = urllib.parse.urlencode(
                 {
-                    "url": mar.resolve().as_uri(),
+                    "url": _named_link(name, version_dir, mar).as_uri(),
                     "model_name": name,
                     "initial_workers": 1,
                     "synchronous": "true",
@@ -177,6 +179,25 @@ def _mlserver_version(version_dir: Path) -> str | None:
     params = settings.get("parameters") if isinstance(settings, dict) else None
     version = params.get("version") if isinstance(params, dict) else None
     return version if isinstance(version, str) else None
+
+
+def _named_link(name: str, version_dir: Path, mar: Path) -> Path:
+    """<dest>/<model>/.torchserve/<name>-<version>.mar -> the version's archive. TorchServe
+    copies an archive into its model store under the URL's file name and refuses a name it
+    has ("Model file already exists"): every version's archive needs a name of its own, and
+    the version's folder is immutable. Links whose version was pruned are removed."""
+    folder = version_dir.parent.parent / ".torchserve"
+    folder.mkdir(exist_ok=True)
+    link = folder / f"{name}-{version_dir.name}.mar"
+    if not link.is_symlink():
+        tmp = folder / f".{link.name}.tmp-{os.getpid()}"
+        tmp.unlink(missing_ok=True)
+        tmp.symlink_to(os.path.relpath(mar, folder))
+        os.replace(tmp, link)
+    for other in folder.iterdir():
+        if other != link and other.is_symlink() and not other.exists():
+            other.unlink()
+    return link.absolute()
 
 
 def _archive(version_dir: Path) -> tuple[Path, str]:

@@ -119,7 +119,8 @@ def test_torchserve_registers_sets_default_then_unregisters_the_old(
         ).wait_started()
         try:
             wait_until(lambda: agent.status()["served_version"] == "v1")
-            mar = (tmp_path / "dest" / "clf" / "versions" / "v1" / "clf.mar").resolve()
+            mar = tmp_path / "dest" / "clf" / ".torchserve" / "clf-v1.mar"  # a name per version
+            assert mar.resolve() == (tmp_path / "dest/clf/versions/v1/clf.mar").resolve()
             methods = [(m, p.split("?")[0]) for m, p in ts.calls]
             assert methods == [
                 ("GET", "/models/clf"),
