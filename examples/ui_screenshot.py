@@ -8,41 +8,21 @@ real `modelswap ui`, photographed by Debian's headless Chromium, as the browser 
 
 from __future__ import annotations
 
-import os
 import tempfile
 from pathlib import Path
 
-from selenium import webdriver
-from selenium.webdriver.chrome.service import Service
-
 from modelswap.testing import sample_registry
+from modelswap.testing.browser import chrome
 from modelswap.testing.ui_process import serving
 
 OUT = Path(__file__).resolve().parents[1] / "docs" / "ui-model-page.png"
-FLAGS = [
-    "--headless=new",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--hide-scrollbars",
-    "--window-size=1200,1000",
-]
 
 
 def main() -> None:
-    os.environ["SE_AVOID_STATS"] = "true"
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "registry"
         sample_registry.build(root, model="fraud-detector", versions=30, events=80)
-        options = webdriver.ChromeOptions()
-        options.binary_location = "/usr/bin/chromium"
-        for flag in [*FLAGS, f"--user-data-dir={tmp}/chromium"]:
-            options.add_argument(flag)
-        driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
+        driver = chrome(Path(tmp) / "chromium", 1200, 1000)
         try:
             with serving(root) as url:
                 driver.get(url + "/models/fraud-detector")

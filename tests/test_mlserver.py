@@ -7,15 +7,9 @@ one serving and is reported as refused."""
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
-import threading
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -26,6 +20,7 @@ from modelswap.store import open_store
 from modelswap.testing.agents import AgentProc
 from tests.agent_helpers import FAST, promote
 from tests.conftest import wait_until
+from tests.server_traffic import Traffic, call, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = ROOT / ".tools" / "mlserver" / "bin"
@@ -40,25 +35,6 @@ joblib.dump(DummyClassifier(strategy="constant", constant=int(sys.argv[2])).fit(
 """
 ANSWERS = {0: "v1", 2: "v2"}
 ROW = [5.1, 3.5, 1.4, 0.2]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _call(url: str, body: dict[str, Any] | None = None) -> tuple[int, Any]:
-    data = json.dumps(body).encode() if body is not None else None
-    headers = {"Content-Type": "application/json"}
-    req = urllib.request.Request(url, data=data, headers=headers)  # noqa: S310 - loopback
-    try:
-        with urllib.request.urlopen(req, timeout=10) as r:  # noqa: S310 - loopback
-            return r.status, json.loads(r.read() or b"null")
-    except urllib.error.HTTPError as e:
-        return e.code, e.read().decode(errors="replace")
-    except OSError as e:  # not listening yet, or a reset: counted as a failure in traffic
-        return 0, str(e)
 
 
 def _version(tmp_path: Path, name: str, kind: str) -> dict[str, Path]:
@@ -95,7 +71,7 @@ def mlserver_root(tmp_path: Path) -> Path:
 @pytest.fixture
 def mlserver(mlserver_root: Path, tmp_path: Path) -> Iterator[tuple[Callable[[], str], Path]]:
     """Started once the agent has linked a version (as the chart's init container does)."""
-    http, grpc, metrics = _free_port(), _free_port(), _free_port()
+    http, grpc, metrics = free_port(), free_port(), free_port()
     settings = {
         "host": "127.0.0.1",
         "http_port": http,
@@ -116,7 +92,7 @@ def mlserver(mlserver_root: Path, tmp_path: Path) -> Iterator[tuple[Callable[[],
                 cwd=mlserver_root,
             )
         url = f"http://127.0.0.1:{http}"
-        wait_until(lambda: _call(f"{url}/v2/models/clf/ready")[0] == 200, timeout=90, interval=0.3)
+        wait_until(lambda: call(f"{url}/v2/models/clf/ready")[0] == 200, timeout=90, interval=0.3)
         return url
 
     yield start, log
@@ -158,29 +134,18 @@ def test_mlserver_follows_promote_and_rollback_and_keeps_serving_past_a_broken_v
         "--reload",
         f"mlserver={url}",
     ).wait_started()
-    served: list[str] = []
-    failures: list[str] = []
-    stop = threading.Event()
-
-    def traffic() -> None:
-        body = {"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32", "data": ROW}]}
-        while not stop.is_set():
-            code, answer = _call(f"{url}/v2/models/clf/infer", body)
-            if code == 200:
-                served.append(ANSWERS.get(answer["outputs"][0]["data"][0], "?"))
-            else:
-                failures.append(f"{code}: {answer}")
-            time.sleep(0.01)
-
-    sender = threading.Thread(target=traffic, daemon=True)
-    sender.start()
+    body = {"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32", "data": ROW}]}
+    traffic = Traffic(
+        lambda: call(f"{url}/v2/models/clf/infer", body),
+        lambda answer: ANSWERS.get(answer["outputs"][0]["data"][0], "?"),
+    ).start()
     try:
         wait_until(lambda: agent.status()["served_version"] == "v1", timeout=30)
         promote(reg, "v2")
-        wait_until(lambda: served[-1:] == ["v2"], timeout=60)
+        wait_until(lambda: traffic.last() == "v2", timeout=60)
         assert agent.status()["served_version"] == "v2"
         promote(reg, "v1", "rollback")
-        wait_until(lambda: served[-1:] == ["v1"], timeout=60)
+        wait_until(lambda: traffic.last() == "v1", timeout=60)
 
         promote(reg, "v3")  # loads fine as bytes, fails as a model
         wait_until(lambda: agent.status()["refused_version"] == "v3", timeout=60)
@@ -188,9 +153,7 @@ def test_mlserver_follows_promote_and_rollback_and_keeps_serving_past_a_broken_v
         assert status["active_version"] == "v3"  # linked: its checksums are right
         assert status["served_version"] == "v1"
         assert "mlserver refused the load" in status["refusal"]
-        count = len(served)
-        wait_until(lambda: len(served) > count + 20, timeout=30)
-        assert set(served[count:]) == {"v1"}  # the old model kept serving
+        assert traffic.only_since(len(traffic.served)) == {"v1"}  # the old model kept serving
         wait_until(
             lambda: (
                 json.loads(reg.store.read("clf/fleet/pod-a.json").data).get("refused_version")
@@ -198,9 +161,8 @@ def test_mlserver_follows_promote_and_rollback_and_keeps_serving_past_a_broken_v
             )
         )
     finally:
-        stop.set()
-        sender.join(10)
+        traffic.stop()
         assert agent.stop() == 0
-    assert failures == [], (failures[:5], log.read_text()[-2000:])
-    assert len(served) > 100
-    assert {"v1", "v2"} <= set(served)
+    assert traffic.failures == [], (traffic.failures[:5], log.read_text()[-2000:])
+    assert len(traffic.served) > 100
+    assert {"v1", "v2"} <= set(traffic.served)

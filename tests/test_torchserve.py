@@ -6,18 +6,11 @@ cannot start is refused while the old version serves."""
 
 from __future__ import annotations
 
-import json
 import os
 import signal
-import socket
 import subprocess
-import threading
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -28,6 +21,7 @@ from modelswap.store import open_store
 from modelswap.testing.agents import AgentProc
 from tests.agent_helpers import FAST, promote
 from tests.conftest import wait_until
+from tests.server_traffic import Traffic, call, free_port
 
 BIN = Path(__file__).resolve().parents[1] / ".tools" / "torchserve" / "bin"
 HANDLER = """{broken}
@@ -37,23 +31,6 @@ def handle(data, context):
         return None
     return [{answer!r} for _ in data]
 """
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _call(url: str, method: str = "GET", data: bytes | None = None) -> tuple[int, Any]:
-    req = urllib.request.Request(url, data=data, method=method)  # noqa: S310 - loopback
-    try:
-        with urllib.request.urlopen(req, timeout=30) as r:  # noqa: S310
-            return r.status, r.read().decode()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read().decode(errors="replace")
-    except OSError as e:
-        return 0, str(e)
 
 
 def _archive(tmp_path: Path, name: str, version: str, broken: bool = False) -> dict[str, Path]:
@@ -85,7 +62,7 @@ def _archive(tmp_path: Path, name: str, version: str, broken: bool = False) -> d
 @pytest.fixture
 def torchserve(tmp_path: Path) -> Iterator[tuple[str, str]]:
     assert (BIN / "torchserve").exists(), "TorchServe is missing: `make install` builds it"
-    http, management, metrics = _free_port(), _free_port(), _free_port()
+    http, management, metrics = free_port(), free_port(), free_port()
     home = tmp_path / "torchserve"
     (home / "store").mkdir(parents=True)
     (home / "config.properties").write_text(
@@ -117,7 +94,7 @@ def torchserve(tmp_path: Path) -> Iterator[tuple[str, str]]:
     )
     base = f"http://127.0.0.1:{http}"
     try:
-        wait_until(lambda: _call(f"{base}/ping")[0] == 200, timeout=90, interval=0.5)
+        wait_until(lambda: call(f"{base}/ping")[0] == 200, timeout=90, interval=0.5)
         yield base, f"http://127.0.0.1:{management}"
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
@@ -141,40 +118,25 @@ def test_torchserve_follows_promotes_by_registering_and_keeps_serving_past_a_bro
     agent = AgentProc(
         reg.store.url, "clf", tmp_path / "dest", *FAST, "--reload", f"torchserve={management}"
     ).wait_started()
-    served: list[str] = []
-    failures: list[str] = []
-    stop = threading.Event()
-
-    def traffic() -> None:
-        while not stop.is_set():
-            code, answer = _call(f"{inference}/predictions/clf", "POST", b"x")
-            if code == 200:
-                served.append(answer)
-            elif served:  # before the first registration there is no model yet
-                failures.append(f"{code}: {answer}")
-            time.sleep(0.01)
-
-    sender = threading.Thread(target=traffic, daemon=True)
-    sender.start()
+    traffic = Traffic(
+        lambda: call(f"{inference}/predictions/clf", method="POST", raw=b"x"), str
+    ).start()
     try:
-        wait_until(lambda: served[-1:] == ["v1"], timeout=120)
+        wait_until(lambda: traffic.last() == "v1", timeout=120)
         wait_until(lambda: agent.status()["served_version"] == "v1", timeout=60)
         promote(reg, "v2")
-        wait_until(lambda: served[-1:] == ["v2"], timeout=120)
-        wait_until(lambda: _call(f"{management}/models/clf/1.0")[0] == 404, timeout=30)
+        wait_until(lambda: traffic.last() == "v2", timeout=120)
+        wait_until(lambda: call(f"{management}/models/clf/1.0")[0] == 404, timeout=30)
 
         promote(reg, "v3")  # its handler raises as the worker imports it
         wait_until(lambda: agent.status()["refused_version"] == "v3", timeout=120)
         assert "torchserve refused the registration" in agent.status()["refusal"]
-        count = len(served)
-        wait_until(lambda: len(served) > count + 20, timeout=30)
-        assert set(served[count:]) == {"v2"}
-        code, models = _call(f"{management}/models/clf")
+        assert traffic.only_since(len(traffic.served)) == {"v2"}
+        code, models = call(f"{management}/models/clf")
         assert code == 200
-        assert [m["modelVersion"] for m in json.loads(models)] == ["2.0"]
+        assert [m["modelVersion"] for m in models] == ["2.0"]
     finally:
-        stop.set()
-        sender.join(30)
+        traffic.stop()
         assert agent.stop() == 0
-    assert failures == [], failures[:5]
-    assert len(served) > 50
+    assert traffic.failures == [], traffic.failures[:5]
+    assert len(traffic.served) > 50

@@ -7,18 +7,11 @@ request, and a version whose model fails to load is refused while the old one se
 
 from __future__ import annotations
 
-import json
 import os
-import socket
 import subprocess
 import sys
-import threading
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -29,6 +22,7 @@ from modelswap.store import open_store
 from modelswap.testing.agents import AgentProc
 from tests.agent_helpers import FAST, promote
 from tests.conftest import wait_until
+from tests.server_traffic import Traffic, call, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 TRITON = ROOT / ".tools/triton/lib/python3.11/site-packages/pytriton/tritonserver"
@@ -58,25 +52,6 @@ class TritonPythonModel:
 ANSWERS = {1.0: "v1", 2.0: "v2"}
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _call(url: str, body: dict[str, Any] | None = None) -> tuple[int, Any]:
-    data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(url, data=data)  # noqa: S310 - loopback
-    try:
-        with urllib.request.urlopen(req, timeout=10) as r:  # noqa: S310
-            raw = r.read()
-            return r.status, json.loads(raw) if raw else None
-    except urllib.error.HTTPError as e:
-        return e.code, e.read().decode(errors="replace")
-    except OSError as e:
-        return 0, str(e)
-
-
 def _version(tmp_path: Path, name: str, answer: float, broken: bool = False) -> dict[str, Path]:
     folder = tmp_path / "build" / name
     folder.mkdir(parents=True)
@@ -92,7 +67,7 @@ def triton(tmp_path: Path) -> Iterator[Callable[[Path], str]]:
     log = tmp_path / "triton.log"
 
     def start(repository: Path) -> str:
-        http = _free_port()
+        http = free_port()
         args = [
             str(TRITON / "bin/tritonserver"),
             f"--model-repository={repository}",
@@ -102,7 +77,7 @@ def triton(tmp_path: Path) -> Iterator[Callable[[Path], str]]:
             "--http-address=127.0.0.1",
             f"--http-port={http}",
             "--grpc-address=127.0.0.1",
-            f"--grpc-port={_free_port()}",
+            f"--grpc-port={free_port()}",
             "--allow-metrics=false",
             "--allow-gpu-metrics=false",
         ]
@@ -110,7 +85,7 @@ def triton(tmp_path: Path) -> Iterator[Callable[[Path], str]]:
         with open(log, "wb") as out:
             procs.append(subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=env))
         url = f"http://127.0.0.1:{http}"
-        wait_until(lambda: _call(f"{url}/v2/models/clf/ready")[0] == 200, timeout=60, interval=0.3)
+        wait_until(lambda: call(f"{url}/v2/models/clf/ready")[0] == 200, timeout=60, interval=0.3)
         return url
 
     yield start
@@ -148,41 +123,27 @@ def test_triton_follows_promote_and_rollback_by_version_number_with_no_failed_re
         "--reload",
         f"triton={url}",
     ).wait_started()
-    served: list[str] = []
-    failures: list[str] = []
-    stop = threading.Event()
-
-    def traffic() -> None:
-        body = {"inputs": [{"name": "x", "shape": [4], "datatype": "FP32", "data": [1, 2, 3, 4]}]}
-        while not stop.is_set():
-            code, answer = _call(f"{url}/v2/models/clf/infer", body)
-            if code == 200:
-                served.append(ANSWERS.get(answer["outputs"][0]["data"][0], "?"))
-            else:
-                failures.append(f"{code}: {answer}")
-            time.sleep(0.01)
-
-    sender = threading.Thread(target=traffic, daemon=True)
-    sender.start()
+    body = {"inputs": [{"name": "x", "shape": [4], "datatype": "FP32", "data": [1, 2, 3, 4]}]}
+    traffic = Traffic(
+        lambda: call(f"{url}/v2/models/clf/infer", body),
+        lambda answer: ANSWERS.get(answer["outputs"][0]["data"][0], "?"),
+    ).start()
     try:
         wait_until(lambda: agent.status()["served_version"] == "v1", timeout=30)
         promote(reg, "v2")
-        wait_until(lambda: served[-1:] == ["v2"], timeout=60)
+        wait_until(lambda: traffic.last() == "v2", timeout=60)
         promote(reg, "v1", "rollback")  # on disk already: Triton sees version 3, not a time
-        wait_until(lambda: served[-1:] == ["v1"], timeout=60)
+        wait_until(lambda: traffic.last() == "v1", timeout=60)
         assert agent.status()["served_version"] == "v1"
         assert os.readlink(repo / "clf" / "3").endswith("versions/v1")
 
         promote(reg, "v3")  # its model raises at initialize
         wait_until(lambda: agent.status()["refused_version"] == "v3", timeout=60)
         assert "triton refused the load" in agent.status()["refusal"]
-        count = len(served)
-        wait_until(lambda: len(served) > count + 20, timeout=30)
-        assert set(served[count:]) == {"v1"}  # Triton kept the version it had
+        assert traffic.only_since(len(traffic.served)) == {"v1"}  # Triton kept what it had
     finally:
-        stop.set()
-        sender.join(10)
+        traffic.stop()
         assert agent.stop() == 0
-    assert failures == [], failures[:5]
-    assert len(served) > 100
-    assert {"v1", "v2"} <= set(served)
+    assert traffic.failures == [], traffic.failures[:5]
+    assert len(traffic.served) > 100
+    assert {"v1", "v2"} <= set(traffic.served)
