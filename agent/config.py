@@ -115,8 +115,17 @@ class AgentConfig:
             problems.append("--reload-timeout must be greater than 0 seconds")
         if self.tfserving_grace_s < 0:
             problems.append("--tfserving-grace must be 0 or more seconds")
-        if self.tfserving_dir is not None and self.tfserving_dir.resolve().is_relative_to(
-            self.dest.resolve() / self.model
-        ):
-            problems.append("--tfserving-dir must not be inside --dest/<model> (the agent's own)")
+        if self.tfserving_dir is not None:
+            own = (self.dest / self.model).resolve()
+            mine = (self.tfserving_dir / self.model).resolve()
+            if mine == own or mine.is_relative_to(own) or own.is_relative_to(mine):
+                problems.append(
+                    f"--tfserving-dir {self.tfserving_dir} would put its {self.model}/ on the "
+                    f"agent's own {own}; use a folder beside it, e.g. {self.dest}/tfserving"
+                )
+            if self.keep < 2:
+                problems.append(
+                    "--keep must be at least 2 with --tfserving-dir: the version before stays "
+                    "until the server has moved to the new number"
+                )
         return problems

@@ -35,7 +35,9 @@ class NumberedLinks:
             names = os.listdir(self.dir)
         except FileNotFoundError:
             return []
-        return sorted(int(n) for n in names if n.isdigit() and not n.startswith("0"))
+        return sorted(
+            int(n) for n in names if n.isascii() and n.isdigit() and not n.startswith("0")
+        )
 
     def target(self, n: int) -> Path | None:
         link = self.dir / str(n)
@@ -43,9 +45,10 @@ class NumberedLinks:
             return None
         return (self.dir / os.readlink(link)).resolve()
 
-    def follow(self, version_dir: Path) -> int:
+    def follow(self, version_dir: Path, keep: int | None = None) -> int:
         """Make the newest number name version_dir (a new number unless it already does),
-        drop what has expired; returns the newest number."""
+        drop what has expired but `keep` (the last number a server confirmed); returns the
+        newest number."""
         self.dir.mkdir(parents=True, exist_ok=True)
         numbers = self.numbers()
         newest = numbers[-1] if numbers else None
@@ -55,7 +58,7 @@ class NumberedLinks:
             self._save(newest, numbers)
             self._link(str(newest), os.path.relpath(wanted, self.dir))
         self._link_config(newest, wanted)
-        self._expire(newest)
+        self._expire(newest, keep)
         return newest
 
     def _link(self, name: str, target: str) -> None:
@@ -100,7 +103,7 @@ class NumberedLinks:
             return {}
         return {k: float(v) for k, v in raw.items() if isinstance(v, int | float)}
 
-    def _expire(self, newest: int) -> None:
+    def _expire(self, newest: int, protect: int | None) -> None:
         retired, now = self._retired(), time.time()
         keep: dict[str, float] = {}
         for n in self.numbers():
@@ -108,7 +111,8 @@ class NumberedLinks:
                 continue  # a folder someone put here is theirs, never removed
             target = self.target(n)
             since = retired.get(str(n), now)  # not recorded (written by hand?): from now
-            if target is None or not target.is_dir() or now - since >= self.grace_s:
+            dangling = target is None or not target.is_dir()
+            if dangling or (n != protect and now - since >= self.grace_s):
                 with contextlib.suppress(FileNotFoundError):
                     (self.dir / str(n)).unlink()
             else:

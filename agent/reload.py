@@ -20,19 +20,22 @@ it answered; the caller reports it and asks again at the next pass.
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from modelswap.redact import redact
 
 KINDS = ("mlserver", "triton", "torchserve")
+DRAIN_S = 5.0  # torchserve: an old version is unregistered this long after the new default
 
 
 class ReloadError(Exception):
@@ -43,6 +46,8 @@ class ReloadError(Exception):
 class Reload:
     kind: str
     url: str  # the server's base URL, no trailing slash
+    # torchserve: versions to unregister, and when (after DRAIN_S)
+    retiring: dict[str, float] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def parse(cls, text: str) -> Reload:
@@ -89,39 +94,78 @@ class Reload:
 
     def _torchserve(self, name: str, version_dir: Path, timeout_s: float) -> str:
         mar, version = _archive(version_dir)
+        link = _named_link(name, version_dir, mar).as_uri()
         n = _q(name)
-        status, listed = self._call("GET", f"/models/{n}", timeout_s)
-        registered = [
-            str(m.get("modelVersion"))
+        # /all: every registered version (without it TorchServe describes the default only)
+        status, listed = self._call("GET", f"/models/{n}/all", timeout_s)
+        registered = {
+            str(m.get("modelVersion")): str(m.get("modelUrl"))
             for m in (listed if status == 200 and isinstance(listed, list) else [])
             if isinstance(m, dict)
-        ]
+        }
+        if version in registered and registered[version] != link:
+            # The archive's own version names what TorchServe serves: two registry versions
+            # with one modelVersion would be told apart by nothing.
+            raise ReloadError(
+                f"torchserve has {name} {version} from {registered[version]}, not this "
+                f"version's archive; give each archive its own --version when archiving"
+            )
+        v = _q(version)
         if version not in registered:
             query = urllib.parse.urlencode(
-                {
-                    "url": _named_link(name, version_dir, mar).as_uri(),
-                    "model_name": name,
-                    "initial_workers": 1,
-                    "synchronous": "true",
-                }
+                {"url": link, "model_name": name, "initial_workers": 1, "synchronous": "true"}
             )
-            self._expect("POST", f"/models?{query}", timeout_s, "registration")
-        v = _q(version)
+            status, body = self._call("POST", f"/models?{query}", timeout_s)
+            if status != 200:
+                # TorchServe keeps a registration whose workers did not start: removed, so
+                # the next try starts clean and it is never made the default
+                self._call("DELETE", f"/models/{n}/{v}", timeout_s)
+                raise ReloadError(
+                    f"torchserve refused the registration (POST /models?{query}: HTTP "
+                    f"{status}{': ' + _error_of(body) if _error_of(body) else ''})"
+                )
+        if not self._torchserve_ready(n, v, timeout_s):  # the default only once READY
+            raise ReloadError(f"torchserve has {name} {version} with no READY worker")
         self._expect("PUT", f"/models/{n}/{v}/set-default", timeout_s, "set-default")
+        # Older versions go once requests already queued on them are answered: TorchServe
+        # drops a request in flight on a version unregistered under it (seen: one timed out).
+        due = time.monotonic() + DRAIN_S
+        self.retiring.update({old: due for old in registered if old != version})
+        self.retiring.pop(version, None)
+        self._retire(n, timeout_s)
+        return f"torchserve serves {name} version {version}"
+
+    def _retire(self, n: str, timeout_s: float) -> None:
+        now = time.monotonic()
+        for old, due in list(self.retiring.items()):
+            if due <= now:
+                self._call("DELETE", f"/models/{n}/{_q(old)}", timeout_s)
+                del self.retiring[old]
+
+    def _torchserve_ready(self, n: str, v: str, timeout_s: float) -> bool:
         _, described = self._call("GET", f"/models/{n}/{v}", timeout_s)
-        workers = [
+        return "READY" in [
             w.get("status")
             for m in (described if isinstance(described, list) else [])
             if isinstance(m, dict)
             for w in (m.get("workers") or [])
             if isinstance(w, dict)
         ]
-        if "READY" not in workers:
-            raise ReloadError(f"torchserve has {name} {version} with no READY worker")
-        for old in registered:
-            if old != version:  # the old default, kept until the new one answered READY
-                self._call("DELETE", f"/models/{n}/{_q(old)}", timeout_s)
-        return f"torchserve serves {name} version {version}"
+
+    def serves(self, name: str, version_dir: Path, number: int | None, timeout_s: float) -> bool:
+        """One cheap look at whether the server still serves it (a server restarted on its
+        own has lost what it was told to load): False sends the agent to load it again."""
+        n = _q(name)
+        try:
+            if self.kind == "mlserver":
+                return self._call("GET", f"/v2/models/{n}/ready", timeout_s)[0] == 200
+            if self.kind == "triton":
+                path = f"/v2/models/{n}/versions/{number}/ready"
+                return self._call("GET", path, timeout_s)[0] == 200
+            self._retire(n, timeout_s)
+            return self._torchserve_ready(n, _q(_archive(version_dir)[1]), timeout_s)
+        except ReloadError:
+            return False
 
     # -- HTTP ------------------------------------------------------------------------------
 
@@ -146,8 +190,12 @@ class Reload:
             with urllib.request.urlopen(req, timeout=timeout_s) as r:  # noqa: S310
                 return r.status, _json(r.read(1 << 20))
         except urllib.error.HTTPError as e:
-            return e.code, _json(e.read(1 << 20))
-        except (OSError, ValueError) as e:
+            try:
+                return e.code, _json(e.read(1 << 20))
+            except (OSError, http.client.HTTPException):
+                return e.code, ""
+        except (OSError, ValueError, http.client.HTTPException) as e:
+            # HTTPException: not HTTP at all (a gRPC port), a cut-off body
             raise ReloadError(redact(f"{self.kind} at {self.url} did not answer: {e}")) from e
 
 
@@ -187,16 +235,19 @@ def _named_link(name: str, version_dir: Path, mar: Path) -> Path:
     has ("Model file already exists"): every version's archive needs a name of its own, and
     the version's folder is immutable. Links whose version was pruned are removed."""
     folder = version_dir.parent.parent / ".torchserve"
-    folder.mkdir(exist_ok=True)
     link = folder / f"{name}-{version_dir.name}.mar"
-    if not link.is_symlink():
-        tmp = folder / f".{link.name}.tmp-{os.getpid()}"
-        tmp.unlink(missing_ok=True)
-        tmp.symlink_to(os.path.relpath(mar, folder))
-        os.replace(tmp, link)
-    for other in folder.iterdir():
-        if other != link and other.is_symlink() and not other.exists():
-            other.unlink()
+    try:
+        folder.mkdir(exist_ok=True)
+        if not link.is_symlink():
+            tmp = folder / f".{link.name}.tmp-{os.getpid()}"
+            tmp.unlink(missing_ok=True)
+            tmp.symlink_to(os.path.relpath(mar, folder))
+            os.replace(tmp, link)
+        for other in folder.iterdir():
+            if other != link and other.is_symlink() and not other.exists():
+                other.unlink()
+    except OSError as e:
+        raise ReloadError(f"cannot link {link} for torchserve: {e}") from e
     return link.absolute()
 
 
@@ -211,6 +262,6 @@ def _archive(version_dir: Path) -> tuple[Path, str]:
         with zipfile.ZipFile(mars[0]) as z:
             manifest = json.loads(z.read("MAR-INF/MANIFEST.json"))
         version = manifest["model"]["modelVersion"]
-    except (OSError, KeyError, TypeError, ValueError, zipfile.BadZipFile) as e:
+    except Exception as e:
         raise ReloadError(f"{mars[0].name} has no readable MAR-INF/MANIFEST.json: {e}") from e
     return mars[0], str(version)

@@ -34,6 +34,7 @@ class ServerReloads:
         self.timeout_s = cfg.reload_timeout_s
         self.state, self.layout = state, layout
         self.confirmed: str | None = None  # the version every --reload server said it serves
+        self.confirmed_number: int | None = None  # its --tfserving-dir number
 
     def wanted(self, result: SyncResult) -> bool:
         return result.active is not None and (self.numbered is not None or bool(self.reloads))
@@ -43,7 +44,9 @@ class ServerReloads:
         if self.numbered is None:
             return None
         try:
-            return self.numbered.follow(self.layout.versions / version)
+            # The last number a server confirmed stays until a newer one is confirmed: a
+            # refused version must not leave a server with nothing to fall back on.
+            return self.numbered.follow(self.layout.versions / version, self.confirmed_number)
         except OSError as e:
             self._failed(version, f"--tfserving-dir {self.numbered.dir}: {e}", refuse=False)
             return None
@@ -58,22 +61,28 @@ class ServerReloads:
         number = self.number(version)
         if self.numbered is not None and number is None:
             return  # the numbered link failed (reported): nothing new for a server to load
-        if not self.reloads or (self.confirmed == version and not result.swapped):
+        if not self.reloads:
             return
+        folder = self.layout.versions / version
+        if self.confirmed == version and not result.swapped:
+            if all(s.serves(self.name, folder, number, self.timeout_s) for s in self.reloads):
+                return
+            log.info("reload.again", version=version, why="a server no longer serves it")
         errors = []
         for server in self.reloads:
             try:
-                said = server.load(
-                    self.name, self.layout.versions / version, number, self.timeout_s
-                )
+                said = server.load(self.name, folder, number, self.timeout_s)
             except ReloadError as e:
                 errors.append(str(e))
+                continue
+            except Exception as e:  # noqa: BLE001 - a server's oddity never ends the agent
+                errors.append(f"{server.kind} at {server.url}: {type(e).__name__}: {e}")
                 continue
             log.info("reload.done", server=server.kind, version=version, detail=said)
         if errors:
             self._failed(version, "; ".join(errors), refuse=True)
             return
-        self.confirmed = version
+        self.confirmed, self.confirmed_number = version, number
         with self.state.lock:
             self.state.served_version = version
             if self.state.active_version == version:  # served now: no longer refused

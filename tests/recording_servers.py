@@ -26,8 +26,9 @@ class Recorder:
     calls: list[tuple[str, str]] = field(default_factory=list)
     refuse: str | None = None  # the error the next loads answer with
     loaded: dict[str, int] = field(default_factory=dict)  # triton: model -> version served
-    versions: dict[str, dict[str, bool]] = field(default_factory=dict)  # torchserve
+    versions: dict[str, dict[str, str]] = field(default_factory=dict)  # torchserve: -> url
     default: dict[str, str] = field(default_factory=dict)
+    no_workers: set[str] = field(default_factory=set)  # torchserve: failed registrations
     url: str = ""
 
     def answer(self, method: str, path: str) -> tuple[int, Any]:
@@ -55,26 +56,33 @@ class Recorder:
 
     def _torchserve(self, method: str, s: list[str], q: dict[str, list[str]]) -> tuple[int, Any]:
         if method == "POST" and s == ["models"]:
-            if self.refuse:
-                return 500, {"code": 500, "type": "ModelException", "message": self.refuse}
             mar = Path(urllib.parse.urlsplit(q["url"][0]).path)
             with zipfile.ZipFile(mar) as z:
                 version = json.loads(z.read("MAR-INF/MANIFEST.json"))["model"]["modelVersion"]
             name = q["model_name"][0]
-            self.versions.setdefault(name, {})[version] = True
+            if version in self.versions.get(name, {}):
+                return 409, {"code": 409, "message": f"Model version {version} already exists"}
+            self.versions.setdefault(name, {})[version] = q["url"][0]
+            if self.refuse:  # as TorchServe: the registration stays, with no worker
+                self.no_workers.add(version)
+                return 500, {"code": 500, "type": "ModelException", "message": self.refuse}
             self.default.setdefault(name, version)
             return 200, {"status": f'Model "{name}" Version: {version} registered'}
         if len(s) >= 2 and s[0] == "models":
             name, known = s[1], self.versions.get(s[1], {})
-            if method == "GET" and len(s) == 2:
+            if method == "GET" and len(s) in (2, 3) and (len(s) == 2 or s[2] == "all"):
                 if not known:
                     return 404, {"code": 404, "message": f"Model not found: {name}"}
-                return 200, [{"modelName": name, "modelVersion": v} for v in known]
+                # as TorchServe: /models/<name> describes the default, /all every version
+                shown = known if len(s) == 3 else [self.default[name]]
+                return 200, [
+                    {"modelName": name, "modelVersion": v, "modelUrl": known[v]} for v in shown
+                ]
             if method == "PUT" and s[3:] == ["set-default"] and s[2] in known:
                 self.default[name] = s[2]
                 return 200, {"status": f"Default version succsesfully updated for model {name}"}
             if method == "GET" and len(s) == 3 and s[2] in known:
-                workers = [{"id": "9000", "status": "READY"}]
+                workers = [] if s[2] in self.no_workers else [{"id": "9000", "status": "READY"}]
                 return 200, [{"modelName": name, "modelVersion": s[2], "workers": workers}]
             if method == "DELETE" and len(s) == 3 and s[2] in known:
                 del known[s[2]]

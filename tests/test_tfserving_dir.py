@@ -99,3 +99,17 @@ def test_triton_config_is_linked_beside_the_numbers_and_a_folder_of_ours_is_kept
     assert (tf / "clf" / "7").is_dir()
     assert links.follow(v["v1"]) == 10
     assert not (tf / "clf" / "config.pbtxt").exists()  # v1 has none: no stale config
+
+
+def test_the_number_a_server_confirmed_stays_until_a_newer_one_is(tmp_path: Path) -> None:
+    """A refused newest version must not leave the server with nothing: the confirmed number
+    outlives the grace period until another is confirmed."""
+    v = _versions(tmp_path, "v1", "v2", "v3")
+    tf = tmp_path / "triton"
+    links = NumberedLinks(tf, "clf", grace_s=0)
+    assert links.follow(v["v1"]) == 1
+    assert links.follow(v["v2"], keep=1) == 2  # v2 not confirmed yet: 1 stays
+    assert links.follow(v["v3"], keep=1) == 3
+    assert links.numbers() == [1, 3]  # 2 was never confirmed: gone after its grace
+    assert links.follow(v["v3"], keep=3) == 3
+    assert links.numbers() == [3]

@@ -65,6 +65,8 @@ def torchserve(tmp_path: Path) -> Iterator[tuple[str, str]]:
     http, management, metrics = free_port(), free_port(), free_port()
     home = tmp_path / "torchserve"
     (home / "store").mkdir(parents=True)
+    tmp = home / "tmp"
+    tmp.mkdir()
     (home / "config.properties").write_text(
         f"inference_address=http://127.0.0.1:{http}\n"
         f"management_address=http://127.0.0.1:{management}\n"
@@ -89,12 +91,18 @@ def torchserve(tmp_path: Path) -> Iterator[tuple[str, str]]:
         cwd=home,
         stdout=log,
         stderr=subprocess.STDOUT,
-        env=dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}"),
+        # TMPDIR of its own: TorchServe keeps its pid file there, and refuses to start while
+        # the pid in another test's file is alive
+        env=dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}", TMPDIR=str(tmp)),
         start_new_session=True,  # the Java frontend and its workers go with it
     )
     base = f"http://127.0.0.1:{http}"
     try:
-        wait_until(lambda: call(f"{base}/ping")[0] == 200, timeout=90, interval=0.5)
+        try:
+            wait_until(lambda: call(f"{base}/ping")[0] == 200, timeout=90, interval=0.5)
+        except AssertionError:
+            log.flush()
+            raise AssertionError((home / "torchserve.log").read_text()[-3000:]) from None
         yield base, f"http://127.0.0.1:{management}"
     finally:
         os.killpg(proc.pid, signal.SIGTERM)

@@ -9,6 +9,8 @@ import os
 import re
 import subprocess
 import sys
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -252,3 +254,51 @@ def modelswap_ui(registry: Path, *flags: str) -> subprocess.CompletedProcess[str
         env=dict(os.environ, MODELSWAP_REGISTRY=str(registry)),
         check=False,
     )
+
+
+def test_a_rebound_host_name_is_refused(site: tuple[Path, str]) -> None:
+    """DNS rebinding: a page elsewhere that resolves its own name to 127.0.0.1 sends its
+    own Host; a dashboard on loopback answers only to loopback names."""
+    _, url = site
+    port = url.rsplit(":", 1)[1]
+    for host, code in ((f"evil.example:{port}", 421), (f"localhost:{port}", 200)):
+        request = urllib.request.Request(url + "/", headers={"Host": host})  # noqa: S310
+        try:
+            with urllib.request.urlopen(request, timeout=10) as r:  # noqa: S310 - loopback
+                got = r.status
+        except urllib.error.HTTPError as e:
+            got = e.code
+        assert (host, got) == (host, code)
+
+
+def test_numbers_no_chart_can_hold_and_odd_folders_still_render(tmp_path: Path) -> None:
+    """What valid JSON can hold and a page cannot format (a 400-digit integer in an event's
+    gate or a verdict, a metric of 1e308) and a folder no model could be named: every page
+    still answers, and the index still lists the model."""
+    root = tmp_path / "reg"
+    reg = hostile_registry(root)
+    r = reg.rollout_start("clf", "v3", steps=(10, 100), judge=Criteria(max_error_rate=0.01))
+    huge = "1" + "0" * 400
+    event = root / "clf" / "events" / "0000000099.json"
+    event.write_text(
+        '{"pointer": "CURRENT", "from": "v2", "to": "v2", "type": "promote", "gate": '
+        f'{{"passed": true, "metric": "accuracy", "new": {huge}, "current": {huge}}}}}'
+    )
+    window = root / "clf" / ".rollout" / "window.json"
+    window.parent.mkdir(parents=True, exist_ok=True)
+    window.write_text(
+        json.dumps({"rollout": r.id, "verdict": {"result": "fail", "checks": []}}).replace(
+            '"checks": []', f'"checks": [{{"check": "x", "p_value": {huge}}}], "fails": {huge}'
+        )
+    )
+    model = tmp_path / "m.onnx"
+    model.write_bytes(b"big")
+    reg.publish("clf", [model], metrics={"accuracy": 1.7e308}, version="v6")
+    os.mkdir(os.path.join(os.fsencode(root), b"\xff-not-utf8"))
+    with serving(root) as url:
+        for path in ("/", "/models/clf", "/models/clf/timeline", "/models/clf/rollout"):
+            code, _, body = get(url + path)
+            assert (path, code) == (path, 200), body[-300:]
+        assert "Traceback" not in server_log(root)
+        _, _, index = get(url + "/")
+    assert ">clf</a>" in index

@@ -131,10 +131,15 @@ def _problem(raw: dict[str, Any], expect_version: str | None) -> str | None:
     if not isinstance(metrics, dict):
         return "'metrics' is not an object"
     for key, value in metrics.items():
-        if (
-            isinstance(value, bool)
-            or not isinstance(value, int | float)
-            or not math.isfinite(value)
-        ):
-            return f"metric {key!r} is {value!r}, not a finite number"
+        if isinstance(value, bool) or not isinstance(value, int | float) or not _finite(value):
+            return f"metric {key!r} is {str(value)[:40]!r}, not a finite number"
     return None
+
+
+def _finite(value: float) -> bool:
+    """math.isfinite, but a 400-digit integer (valid JSON) is not a metric: isfinite raises
+    OverflowError on it, which escaped as a crash instead of this file's error."""
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False

@@ -50,7 +50,9 @@ class Registry:
     # -- reading ---------------------------------------------------------------------------
 
     def models(self) -> list[str]:
-        return [m for m in self.store.list_dirs("") if not m.startswith(".")]
+        """Folders named like a model (a folder named otherwise, say in another encoding,
+        is not one modelswap could have made)."""
+        return [m for m in self.store.list_dirs("") if NAME_RE.fullmatch(m)]
 
     def version_names(self, model: str) -> list[str]:
         """Every folder holding objects that could be a version (complete or not), in natural

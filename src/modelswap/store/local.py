@@ -242,12 +242,16 @@ class LocalStore(Store):
             entries = list(os.scandir(folder))
         except (FileNotFoundError, NotADirectoryError):
             return
+        except OSError as err:  # unreadable (permissions): said, never skipped in silence
+            raise StoreUnavailable(f"cannot list {self.url}/{rel}: {err.strerror}") from err
         named = []
-        for e in entries:
-            is_dir = e.is_dir(follow_symlinks=False)
-            if (is_dir and not rel and e.name == INTERNAL_DIR) or (not is_dir and e.is_dir()):
+        for entry in entries:
+            is_dir = entry.is_dir(follow_symlinks=False)
+            if (is_dir and not rel and entry.name == INTERNAL_DIR) or (
+                not is_dir and entry.is_dir()
+            ):
                 continue  # our own folder, and a link to a folder (never walked into)
-            named.append((f"{e.name}/" if is_dir else e.name, e))
+            named.append((f"{entry.name}/" if is_dir else entry.name, entry))
         for name, e in sorted(named, key=lambda t: t[0]):
             key = rel + name
             if not (key.startswith(prefix) or prefix.startswith(key)):

@@ -19,6 +19,7 @@ from modelswap.api import Registry
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 9100
+LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
 
 
 def is_loopback(host: str) -> bool:
@@ -35,7 +36,9 @@ async def _serve(reg: Registry, host: str, port: int, say: Callable[[str], None]
 
     from modelswap.ui.server import make_app  # noqa: PLC0415
 
-    runner = web.AppRunner(make_app(reg), access_log=None, handle_signals=False)
+    # On loopback, answer only to loopback names (see server.py); elsewhere the user chose.
+    allowed = LOOPBACK_NAMES | {host.lower()} if is_loopback(host) else None
+    runner = web.AppRunner(make_app(reg, allowed), access_log=None, handle_signals=False)
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     await site.start()

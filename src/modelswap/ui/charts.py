@@ -100,7 +100,12 @@ def metric_chart(
 ) -> Markup:
     """`metric` of each version in order; versions a pointer ever named are filled in its
     colour, the one it names now is ringed and labelled."""
-    points = [(i, v, values[v]) for i, v in enumerate(versions) if v in values]
+    # Only what a chart can place: a stored 1e308 would overflow the axis (the table shows it).
+    points = [
+        (i, v, float(values[v]))
+        for i, v in enumerate(versions)
+        if v in values and math.isfinite(values[v]) and abs(values[v]) < 1e300
+    ]
     if not points:
         return Markup('<p class="empty">no version has the metric {}</p>').format(metric)
     lo, hi = min(p[2] for p in points), max(p[2] for p in points)

@@ -59,14 +59,8 @@ def templates() -> jinja2.Environment:
     )
     env.filters["age"] = views.age
     env.filters["size"] = size_str
-    env.filters["num"] = _number
+    env.filters["num"] = lambda v: "-" if isinstance(v, jinja2.Undefined) else views.number(v)
     return env
-
-
-def _number(v: Any) -> Any:
-    if isinstance(v, bool) or v is None or isinstance(v, jinja2.Undefined):
-        return "-" if not isinstance(v, bool) else str(v).lower()
-    return f"{v:.4g}" if isinstance(v, int | float) else v
 
 
 def _status_of(e: ModelswapError) -> int:
@@ -79,7 +73,18 @@ def _status_of(e: ModelswapError) -> int:
     return 500  # the store holds something that is not what modelswap writes (shown as text)
 
 
-def make_app(reg: Registry) -> web.Application:
+def host_allowed(host: str, allowed_hosts: frozenset[str] | None) -> bool:
+    """Whether the Host header names one of `allowed_hosts` (None: any name)."""
+    if allowed_hosts is None:
+        return True
+    name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+    return name.strip("[]").lower() in allowed_hosts
+
+
+def make_app(reg: Registry, allowed_hosts: frozenset[str] | None = None) -> web.Application:  # noqa: PLR0915 - one closure per page
+    """`allowed_hosts`: the Host header names the dashboard answers to (None: any, as when
+    it is bound to a non-loopback address on purpose)."""
+
     env = templates()
     css = resources.files("modelswap.ui").joinpath("static/style.css").read_bytes()
 
@@ -90,6 +95,10 @@ def make_app(reg: Registry) -> web.Application:
     @web.middleware
     async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
         try:
+            if not host_allowed(request.host, allowed_hosts):
+                # DNS rebinding: a page elsewhere resolving its own name to 127.0.0.1 would
+                # otherwise read the dashboard through the user's browser.
+                raise web.HTTPMisdirectedRequest(reason=f"unexpected Host {request.host[:60]}")
             response = await handler(request)
         except web.HTTPException as e:
             response = page("error.html", e.status, title=e.reason, error=e.reason, hint=None)

@@ -53,6 +53,18 @@ class EventRow:
     gate: str  # "accuracy 0.91 vs 0.90: passed", "" when not gated
 
 
+def number(v: object) -> str:
+    """v formatted for people; whatever a hand edit stored (a 400-digit integer) never fails."""
+    if isinstance(v, bool) or v is None:
+        return "-" if v is None else str(v).lower()
+    if isinstance(v, int | float):
+        try:
+            return f"{v:.4g}"
+        except (OverflowError, ValueError):
+            return f"{str(v)[:12]}..."
+    return str(v)
+
+
 def event_row(e: Event) -> EventRow:
     kind = e.type
     g = e.gate
@@ -62,8 +74,8 @@ def event_row(e: Event) -> EventRow:
             kind = "forced"
         verdict = "passed" if g.passed else ("forced past a refusal" if g.forced else "refused")
         if g.metric is not None and g.new is not None:
-            against = "" if g.current is None else f" vs {g.current:.4g}"
-            gate = f"{g.metric} {g.new:.4g}{against}: {verdict}"
+            against = "" if g.current is None else f" vs {number(g.current)}"
+            gate = f"{g.metric} {number(g.new)}{against}: {verdict}"
         elif g.error:
             gate = f"could not judge ({g.error}): {verdict}"
         else:
@@ -75,24 +87,22 @@ def models(reg: Registry) -> list[dict[str, Any]]:
     rows = []
     for name in reg.models():
         row: dict[str, Any] = {"name": name, "problem": None}
-        try:
+        try:  # one model the store holds nonsense for must not hide the others
             versions = reg.versions(name)
             events = reg.history(name).events
             rollout = reg.rollout_status(name).rollout
-        except ModelswapError as e:
+            current = next((v.version for v in versions if DEFAULT_POINTER in v.pointers), None)
+            complete = [v for v in versions if v.complete]
+            row.update(
+                current=current,
+                versions=len(complete),
+                broken=len(versions) - len(complete),
+                newest=complete[-1].version if complete else None,
+                last=event_row(events[-1]) if events else None,
+                rollout=rollout if rollout is not None and rollout.active else None,
+            )
+        except (ModelswapError, ValueError, OverflowError) as e:
             row["problem"] = str(e)
-            rows.append(row)
-            continue
-        current = next((v.version for v in versions if DEFAULT_POINTER in v.pointers), None)
-        complete = [v for v in versions if v.complete]
-        row.update(
-            current=current,
-            versions=len(complete),
-            broken=len(versions) - len(complete),
-            newest=complete[-1].version if complete else None,
-            last=event_row(events[-1]) if events else None,
-            rollout=rollout if rollout is not None and rollout.active else None,
-        )
         rows.append(row)
     return rows
 
