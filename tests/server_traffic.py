@@ -1,10 +1,10 @@
-"""What the real-model-server tests share: free loopback ports, one HTTP call that never raises,
-and steady traffic that records which version answered each request and every failure."""
+"""What the real-model-server tests share: free loopback ports (the emulators' helper), one
+HTTP call that never raises, and steady traffic that records which version answered each
+request and every failure."""
 
 from __future__ import annotations
 
 import json
-import socket
 import threading
 import time
 import urllib.error
@@ -12,11 +12,9 @@ import urllib.request
 from collections.abc import Callable
 from typing import Any
 
+from modelswap.testing.emulators import free_port
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+__all__ = ["Traffic", "call", "free_port"]
 
 
 def call(

@@ -17,6 +17,7 @@ from modelswap.metadata import Metadata
 from modelswap.names import POINTER_RE, check_model, check_pointer_name, check_version
 from modelswap.pointers import DEFAULT_POINTER, list_pointers, require_pointer
 from modelswap.publish import METADATA_KEYS, PublishRequest, collect_files, publish
+from modelswap.records import text_or_none
 from modelswap.registry import Registry as _Versions
 from modelswap.results import ProgressSink, SignatureInfo, VersionInfo
 from modelswap.store.local import LocalStore
@@ -113,8 +114,8 @@ class VersionVerbs:
                     pointers=tuple(sorted(named.get(v, []))),
                     complete=ok,
                     problem=None if ok else ("invalid metadata.json" if m else "incomplete"),
-                    git_sha=_text(raw.get("git_sha")),
-                    training_data=_text(raw.get("training_data")),
+                    git_sha=text_or_none(raw.get("git_sha")),
+                    training_data=text_or_none(raw.get("training_data")),
                     signed=signing.SIGNATURE_FILE in listing[v],
                 )
             )
@@ -246,7 +247,3 @@ class VersionVerbs:
             on_bytes=progress.add if progress else None,
             signature=sig,
         )
-
-
-def _text(value: Any) -> str | None:
-    return value if isinstance(value, str) else None

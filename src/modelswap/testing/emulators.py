@@ -54,7 +54,8 @@ class Emulator:
                 self.proc.wait(5)
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1 (the emulators' and the real-server tests')."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
@@ -90,7 +91,7 @@ def fake_gcs_binary() -> Path:
 
 def start_fake_gcs(work: Path) -> Emulator:
     """fake-gcs-server on a random loopback port with one bucket, in memory."""
-    port = _free_port()
+    port = free_port()
     endpoint = f"http://127.0.0.1:{port}"
     log = work / "fake-gcs.log"
     work.mkdir(parents=True, exist_ok=True)
@@ -125,7 +126,7 @@ def azurite_binary() -> str:
 
 def start_azurite(work: Path) -> Emulator:
     """Azurite's blob service on a random loopback port with one container, in memory."""
-    port = _free_port()
+    port = free_port()
     endpoint = f"http://127.0.0.1:{port}/{AZURITE_ACCOUNT}"
     log = work / "azurite.log"
     work.mkdir(parents=True, exist_ok=True)

@@ -13,6 +13,7 @@ from typing import Any
 
 from modelswap.api import DEFAULT_POINTER, Event, Registry
 from modelswap.errors import ModelswapError
+from modelswap.render import diff as metadata_diff
 from modelswap.render import size_str
 from modelswap.ui import charts
 
@@ -189,14 +190,11 @@ def diff(reg: Registry, name: str, a: str | None, b: str | None) -> dict[str, An
     names = [v.version for v in reg.versions(name) if v.complete]
     out: dict[str, Any] = {"name": name, "names": names, "a": a, "b": b, "lines": None}
     if a and b:
-        out["lines"] = reg.diff(name, a, b)
-        out["metrics"] = _metric_changes(reg, name, a, b)
+        left, right = reg.show(name, a), reg.show(name, b)  # read once for both tables
+        out["lines"] = metadata_diff(left, right)
+        ma, mb = left.metrics, right.metrics
+        out["metrics"] = [(k, ma.get(k), mb.get(k)) for k in sorted(set(ma) | set(mb))]
     return out
-
-
-def _metric_changes(reg: Registry, name: str, a: str, b: str) -> list[tuple[str, Any, Any]]:
-    ma, mb = reg.show(name, a).metrics, reg.show(name, b).metrics
-    return [(k, ma.get(k), mb.get(k)) for k in sorted(set(ma) | set(mb))]
 
 
 def fleet(reg: Registry, name: str, pointer: str) -> dict[str, Any]:
