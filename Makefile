@@ -52,6 +52,14 @@ $(TORCHSERVE):
 	  'torch-model-archiver==0.12.0' 'torch==2.13.0' 'pyyaml>=6' 'numpy>=1.26,<3'
 	touch $(TORCHSERVE)
 
+# KServe's storage initializer for bench/peers_bench.py, in its own environment: it pins
+# google-cloud-storage < 3, which the gcs extra cannot share.
+KSERVE := .tools/kserve/.installed
+$(KSERVE):
+	$(PYTHON) -m venv .tools/kserve
+	.tools/kserve/bin/python -m pip install --quiet kserve-storage
+	touch $(KSERVE)
+
 install: $(STAMP) $(MLSERVER) $(TRITON) $(TORCHSERVE)
 
 lint: $(STAMP)
@@ -73,7 +81,7 @@ demo-s3: $(STAMP)
 demo-rollout: $(STAMP)
 	$(BIN)/python -m examples.demo_rollout
 
-bench: $(STAMP)
+bench: $(STAMP) $(KSERVE)
 	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
 	$(BIN)/python -m bench.report
 

@@ -32,6 +32,8 @@ from modelswap.store import open_store
 from modelswap.testing import seaweed
 
 BIN = Path(sys.executable).parent
+# `make bench` installs KServe's storage initializer apart: it pins google-cloud-storage < 3.
+KSERVE_PYTHON = Path(__file__).resolve().parents[1] / ".tools" / "kserve" / "bin" / "python"
 URL = "s3://bench/models"
 
 
@@ -125,7 +127,7 @@ def tools(
             "Storage.download(sys.argv[1], sys.argv[2])"
         )
         run(
-            [sys.executable, "-c", code, f"s3://bench/{prefix}/", str(fresh())],
+            [str(KSERVE_PYTHON), "-c", code, f"s3://bench/{prefix}/", str(fresh())],
             env={"S3_ENDPOINT": server.endpoint.removeprefix("http://"), "S3_USE_HTTPS": "0"},
         )
         sha256_tree(out)

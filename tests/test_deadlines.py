@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from modelswap import download
 from modelswap.download import FetchStats, fetch_version
 from modelswap.errors import StoreUnavailable
 from modelswap.pointers import Move, move_pointer
@@ -126,7 +127,7 @@ def test_a_failed_ranged_download_never_writes_into_a_reused_descriptor(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """The first part of a 40 MB download fails while three others still trickle in: once
+    """The first part of a 40 MB download fails while the others still trickle in: once
     the fetch has failed, the late parts never write through descriptors the process has
     since opened for something else."""
     url, reg = s3_registry
@@ -172,8 +173,8 @@ def test_a_failed_ranged_download_never_writes_into_a_reused_descriptor(
     others = [tmp_path / f"other-{i}" for i in range(16)]
     fds = [os.open(p, os.O_RDWR | os.O_CREAT, 0o644) for p in others]
     try:
-        wait_until(lambda: proxy.fired(trickle) >= 3, timeout=10)
-        time.sleep(2.5)  # the trickled parts (8 MB at 8 MB/s) arrive and would be written
+        wait_until(lambda: proxy.fired(trickle) >= download.THREADS - 1, timeout=10)
+        time.sleep(2.5)  # the trickled parts (16 MB at 8 MB/s) arrive and would be written
         assert [p.stat().st_size for p in others] == [0] * 16
         assert not staging.exists()
     finally:

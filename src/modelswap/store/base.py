@@ -138,6 +138,14 @@ class Store(abc.ABC):
     def read_range(self, key: str, start: int, length: int) -> bytes:
         """Bytes [start, start+length) of an object; raises ObjectNotFound."""
 
+    def iter_range(
+        self, key: str, start: int, length: int, chunk_size: int = CHUNK_SIZE
+    ) -> Iterator[bytes]:
+        """Bytes [start, start+length) as they arrive, so a caller can write each piece
+        before the whole range is in; stores whose client reads a range in one call yield
+        it whole."""
+        yield self.read_range(key, start, length)
+
     @abc.abstractmethod
     def upload(
         self,

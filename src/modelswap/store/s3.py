@@ -242,12 +242,17 @@ class S3Store(Store):
         return sorted(n for n in names if n)
 
     def read_range(self, key: str, start: int, length: int) -> bytes:
+        return b"".join(self.iter_range(key, start, length))
+
+    def iter_range(
+        self, key: str, start: int, length: int, chunk_size: int = CHUNK_SIZE
+    ) -> Iterator[bytes]:
         if length <= 0:
-            return b""
+            return
         r = self._call(
             "read", key, self.client.get_object, Range=f"bytes={start}-{start + length - 1}"
         )
-        return b"".join(self._body(key, r, CHUNK_SIZE, start))
+        yield from self._body(key, r, chunk_size, start)
 
     def iter_chunks(self, key: str, chunk_size: int = CHUNK_SIZE) -> Iterator[bytes]:
         r = self._call("read", key, self.client.get_object)
