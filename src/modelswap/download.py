@@ -36,7 +36,8 @@ from modelswap.store import Store
 
 CHUNK = 1 << 20
 PARALLEL_MIN = 16 << 20  # below this one streamed GET is as fast and costs fewer requests
-# Measured against SeaweedFS on loopback (2 cores, 300 MB, bench/peers_bench.py): parts of
+# Measured in one process against SeaweedFS on loopback (2 cores, 300 MB to tmpfs, median of
+# 3; a side-by-side script, not bench/peers_bench.py, which times whole commands): parts of
 # 16 MB on 2 threads, each written piece by piece (4 MB reads) as it arrives, 567 MB/s; the
 # same parts read whole into one bytes object before writing, on 4 threads, 342 MB/s (the
 # join copies every byte again, and more threads only queue on the GIL). One streamed GET
