@@ -1,7 +1,8 @@
 """Shared mode: the workers of one host map one prepared copy of the weights.
 
-The first worker to see a version prepares it: onnxruntime optimises the model and writes it
-with its initializers, already prepacked, to an external file; every worker then loads that
+The first worker to see a version prepares it, in a short-lived child process (prepare.py):
+onnxruntime optimises the model and writes it with its initializers, already prepacked, to an
+external file; every worker then loads that
 file, and onnxruntime memory-maps the weights, so N workers hold one copy in the page cache
 instead of N private ones. The prepacked layout belongs to the CPU and onnxruntime version that
 made it, so both are part of the artifact's name: another host, or an upgrade, prepares again.
@@ -38,16 +39,18 @@ import re
 import shutil
 import socket
 import stat
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from modelswap.errors import ModelswapError
+from modelswap.loader.prepare import GRAPH
 
 DONE = "DONE"
 FORMAT = 2  # DONE's layout; a DONE of another format is stale (format 1 bound nothing)
-GRAPH = "model.onnx"
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
@@ -233,20 +236,32 @@ def _prepare_atomically(model_file: Path, sha: str, version: str, root: Path, fi
 
 
 def _prepare(model_file: Path, out: Path) -> float:
-    import onnxruntime as ort  # noqa: PLC0415
-
+    """Prepare in a short-lived child (loader/prepare.py says why); its one stderr line, if
+    it fails, becomes SharedUnavailable, and the caller loads a private copy meanwhile."""
     started = time.monotonic()
-    so = ort.SessionOptions()
-    so.log_severity_level = 3  # the "hardware specific" warning is the point of this artifact
-    so.optimized_model_filepath = str(out / GRAPH)
-    so.add_session_config_entry(
-        "session.optimized_model_external_initializers_file_name", "weights.bin"
-    )
-    so.add_session_config_entry(
-        "session.optimized_model_external_initializers_min_size_in_bytes", "1024"
-    )
-    so.add_session_config_entry("session.save_external_prepacked_constant_initializers", "1")
-    ort.InferenceSession(str(model_file), so, providers=["CPUExecutionProvider"])
+    # The child finds this very package even when the app put it on sys.path at run time
+    package_root = str(Path(__file__).resolve().parents[2])
+    path = os.pathsep.join(p for p in (package_root, os.environ.get("PYTHONPATH")) if p)
+    try:
+        done = subprocess.run(  # our own interpreter and module, no shell
+            [sys.executable, "-m", "modelswap.loader.prepare", str(model_file), str(out)],
+            env={**os.environ, "PYTHONPATH": path},
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            check=False,
+        )
+    except OSError as e:
+        raise SharedUnavailable(
+            f"cannot start the preparing process {sys.executable}: {e.strerror or e}"
+        ) from e
+    if done.returncode != 0:
+        lines = done.stderr.strip().splitlines()
+        why = lines[-1] if lines else f"exit status {done.returncode}"
+        raise SharedUnavailable(f"preparing {model_file} failed: {why}")
+    if not (out / GRAPH).is_file():
+        raise SharedUnavailable(f"preparing {model_file} wrote no {GRAPH}")
     return time.monotonic() - started
 
 

@@ -10,9 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 
 from modelswap.loader import ModelLoader
-from modelswap.testing.onnx_models import scale_model, swap_link, version_dir
+from modelswap.testing.onnx_models import mlp_model, scale_model, swap_link, version_dir
 from tests.conftest import wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -105,3 +106,55 @@ def test_artifacts_of_versions_gone_from_the_volume_are_removed(tmp_path: Path) 
             lambda: sorted(p.name[:2] for p in prepared.iterdir() if p.is_dir()) == ["v2", "v3"],
             timeout=10,
         )
+
+
+ANON = (
+    "import sys; from pathlib import Path; from modelswap.loader import ModelLoader\n"
+    "with ModelLoader(sys.argv[1], shared=True) as loader:\n"
+    "    assert loader.health()[1]['shared'], loader.health()[1]\n"
+    "    rollup = Path('/proc/self/smaps_rollup').read_text().splitlines()\n"
+    "    print(next(int(x.split()[1]) for x in rollup if x.startswith('Anonymous:')) // 1024)\n"
+)
+
+
+def test_worker_that_prepares_keeps_no_private_copy_of_the_weights(tmp_path: Path) -> None:
+    """The first worker prepares the shared copy, a second only maps it: the first holds no
+    more private (anonymous) memory than the second. Preparing inside the worker left it with
+    the weights' size and more in its heap for as long as it lived."""
+    base = tmp_path / "clf"
+    # many mid-sized tensors, as in a real MLP: onnxruntime's heap kept those (one big tensor
+    # is mmapped and returned at once, which hid the defect)
+    version_dir(base, "v1", mlp_model(tmp_path / "m1.onnx", 1.0, width=1024, layers=8))  # 32 MB
+    swap_link(base, "v1")
+    model_mb = (base / "versions/v1/model.onnx").stat().st_size >> 20
+
+    def anonymous_mb() -> int:
+        done = subprocess.run(
+            [sys.executable, "-c", ANON, str(base / "current")],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        return int(done.stdout.split()[-1])
+
+    first, second = anonymous_mb(), anonymous_mb()
+    assert len((base / ".prepared" / "prepare.log").read_text().splitlines()) == 1
+    assert first - second < model_mb / 2, (first, second, model_mb)
+
+
+def test_a_preparation_that_fails_says_why_in_one_line(tmp_path: Path) -> None:
+    """The child's own failure, not a traceback, becomes the reason /health shows."""
+    from modelswap.loader.shared import SharedUnavailable, _prepare  # noqa: PLC0415
+
+    bad = tmp_path / "model.onnx"
+    bad.write_bytes(b"not a model")
+    out = tmp_path / "out"
+    out.mkdir()
+    with pytest.raises(SharedUnavailable) as failed:
+        _prepare(bad, out)
+    why = str(failed.value)
+    assert why.startswith(f"preparing {bad} failed: "), why
+    assert "\n" not in why
+    assert "Traceback" not in why
+    assert not (out / "model.onnx").exists()

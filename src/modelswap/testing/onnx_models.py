@@ -27,6 +27,38 @@ def scale_model(path: Path, factor: float, width: int = 4, input_name: str = "in
     return path
 
 
+def mlp_model(path: Path, factor: float, width: int, layers: int) -> Path:
+    """`layers` MatMuls of width x width random float32 weights (seeded; the first layer scaled
+    by `factor`, so versions differ), as a real MLP stores them: many tensors, not one.
+    onnxruntime's heap behaves differently for many mid-sized tensors (glibc keeps them in its
+    arenas) than for one big one (mmapped, returned at once), and weights of mostly zeros (an
+    identity) are not all resident, so memory measurements need this shape."""
+    rng = np.random.default_rng(0)
+    weights = [
+        numpy_helper.from_array(
+            (
+                rng.standard_normal((width, width)) * (factor if i == 0 else 1.0) / np.sqrt(width)
+            ).astype(np.float32),
+            f"W{i}",
+        )
+        for i in range(layers)
+    ]
+    nodes = [
+        helper.make_node("MatMul", ["input" if i == 0 else f"h{i - 1}", f"W{i}"], [f"h{i}"])
+        for i in range(layers)
+    ]
+    nodes.append(helper.make_node("Identity", [f"h{layers - 1}"], ["output"]))
+    graph = helper.make_graph(
+        nodes,
+        "mlp",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", width])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["batch", width])],
+        weights,
+    )
+    _save(graph, path)
+    return path
+
+
 def failing_model(path: Path, width: int = 4) -> Path:
     """Same signature as scale_model, but every inference fails (reshape to a wrong size)."""
     shape = numpy_helper.from_array(np.array([3, 5], dtype=np.int64), "shape")
