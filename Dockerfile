@@ -18,7 +18,10 @@ COPY wheels/ wheels/
 RUN python3 -m venv /opt/modelswap \
     && /opt/modelswap/bin/pip install --no-cache-dir ${PIP_OPTS} --find-links /src/wheels ".[${EXTRAS}]" \
     && /opt/modelswap/bin/pip uninstall --yes pip \
-    && find /opt/modelswap -name '__pycache__' -prune -exec rm -rf {} +
+    && /opt/modelswap/bin/python -m compileall -q /opt/modelswap/lib
+# The compiled modules stay in the image: with PYTHONDONTWRITEBYTECODE (and a read-only root
+# for uid 10001) nothing is cached at run time, so without them every start compiles modelswap,
+# boto3 and botocore from source: 1.47 s instead of 0.36 s to import the CLI and the S3 store.
 
 FROM ${BASE}
 # No compilers and no pip in the final image: only the interpreter and the venv.

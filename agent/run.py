@@ -214,11 +214,15 @@ class Agent:
     async def main_loop(self) -> None:
         loop = asyncio.get_running_loop()
         failures, last_report = 0, -1e9
+        # Start of the last pass a /refresh (or SIGHUP) woke. Only those are spaced by
+        # --refresh-min-interval: a refresh just after a periodic poll is served at once (a
+        # promote's push reached half a fleet a whole second late), and a flood still costs
+        # one pass per min interval on top of the polls.
+        woken_at = -1e9
         while not self.stop.is_set():
             # Cleared as the pass starts: a /refresh during the pass queues exactly one more,
             # and any number of them while one is queued add nothing (server.py counts them).
             self.refresh.clear()
-            started = loop.time()
             result = await self.sync()
             if self.stop.is_set():
                 break
@@ -243,11 +247,13 @@ class Agent:
                 await self.report()
                 last_report = loop.time()
             await sleep_or_wake(self.stop, self.refresh, delay)
-            # Woken early by /refresh or SIGHUP: still at most one pass per min interval.
-            spacing = self.cfg.refresh_min_interval_s - (loop.time() - started)
-            if spacing > 0 and not self.stop.is_set():
+            if not self.refresh.is_set() or self.stop.is_set():
+                continue  # the interval passed: a poll, never held back
+            spacing = self.cfg.refresh_min_interval_s - (loop.time() - woken_at)
+            if spacing > 0:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.stop.wait(), spacing)
+            woken_at = loop.time()
 
 
 async def serve(cfg: AgentConfig) -> int:

@@ -43,3 +43,8 @@ def emit(results: Any, json_path: str | None) -> None:
     print(text)
     if json_path:
         Path(json_path).write_text(text + "\n")
+
+
+def mark(ok: bool) -> str:
+    """A target's verdict in docs/benchmarks.md."""
+    return "met" if ok else "**missed**"

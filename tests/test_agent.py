@@ -221,6 +221,28 @@ def test_refresh_and_sighup_poll_at_once(
         agent.stop()
 
 
+def test_a_refresh_right_after_a_poll_is_not_held_back(
+    registry_url: str, two_versions: Registry, tmp_path: Path
+) -> None:
+    """--refresh-min-interval spaces refresh-woken passes, not a refresh after a poll: the
+    first /refresh after start-up acts at once; the one after it waits out the spacing."""
+    dest = tmp_path / "dest"
+    agent = AgentProc(
+        registry_url, "clf", dest, "--interval", "60", "--refresh-min-interval", "30"
+    ).wait_started()
+    try:
+        wait_until(lambda: linked(dest) == "versions/v1")
+        promote(two_versions, "v2")
+        agent.refresh()  # the start-up pass was a poll: this one acts at once
+        wait_until(lambda: linked(dest) == "versions/v2", timeout=5)
+        promote(two_versions, "v1", "rollback")
+        agent.refresh()  # within 30 s of the last refresh-woken pass: held back
+        time.sleep(2)
+        assert linked(dest) == "versions/v2"
+    finally:
+        agent.stop()
+
+
 def test_once_links_and_exits_or_fails_clearly(
     registry_url: str, two_versions: Registry, tmp_path: Path
 ) -> None:

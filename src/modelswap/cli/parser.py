@@ -7,7 +7,7 @@ import dataclasses
 import socket
 from collections.abc import Callable
 
-from modelswap import __version__, ui
+from modelswap import __version__
 from modelswap.agent.config import AgentConfig
 from modelswap.api import (
     DEFAULT_POINTER,
@@ -20,7 +20,6 @@ from modelswap.cli.common import _Parser
 from modelswap.cli.fleet import cmd_agent, cmd_status
 from modelswap.cli.moves import cmd_gate, cmd_history, cmd_promote, cmd_rollback
 from modelswap.cli.rollouts import add_parser as rollout_commands
-from modelswap.cli.ui import cmd_ui
 from modelswap.cli.versions import (
     cmd_diff,
     cmd_download,
@@ -32,6 +31,8 @@ from modelswap.cli.versions import (
 )
 from modelswap.config import (
     DEFAULT_REGISTRY,
+    UI_HOST,
+    UI_PORT,
     add_flag,
     default_actor,
     env,
@@ -141,19 +142,24 @@ def build_parser() -> argparse.ArgumentParser:
     _add_gc_command(command)
     _add_fleet_commands(command)
     rollout_commands(sub, common)
-    p = command("ui", cmd_ui, "serve a read-only dashboard of the registry")
-    add_flag(
-        p, "--host", env_var="MODELSWAP_UI_HOST", default=ui.DEFAULT_HOST, help="address to bind"
-    )
+    p = command("ui", _cmd_ui, "serve a read-only dashboard of the registry")
+    add_flag(p, "--host", env_var="MODELSWAP_UI_HOST", default=UI_HOST, help="address to bind")
     add_flag(
         p,
         "--port",
         env_var="MODELSWAP_UI_PORT",
         type=int,
-        default=ui.DEFAULT_PORT,
+        default=UI_PORT,
         help="port to bind (0: any free one)",
     )
     return parser
+
+
+def _cmd_ui(args: argparse.Namespace) -> int:
+    """The UI's server (asyncio, aiohttp, jinja2) is imported only by `modelswap ui`."""
+    from modelswap.cli.ui import cmd_ui  # noqa: PLC0415
+
+    return cmd_ui(args)
 
 
 def _add_trust_key(p: _Parser) -> None:

@@ -40,6 +40,7 @@ from modelswap.store.s3_outcomes import (
     error_code,
     fail,
     make_client,
+    new_session,
 )
 from modelswap.store.settle import (
     AMBIGUOUS,
@@ -73,6 +74,7 @@ class S3Store(Store):
         if client is not None:
             self._clients = {"read": client, "write": client}
         self._client_lock = threading.Lock()
+        self._session: Any = None  # boto3's, made with the first client
 
     def connect(self) -> None:
         _ = self.client
@@ -85,7 +87,8 @@ class S3Store(Store):
             with self._client_lock:
                 client = self._clients.get(role)
                 if client is None:
-                    client = make_client(self.options, attempts=attempts)
+                    self._session = self._session or new_session()
+                    client = make_client(self.options, attempts=attempts, session=self._session)
                     self._clients[role] = client
         return client
 

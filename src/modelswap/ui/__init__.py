@@ -16,9 +16,9 @@ import signal
 from collections.abc import Callable
 
 from modelswap.api import Registry
+from modelswap.config import UI_HOST, UI_PORT
 
-DEFAULT_HOST = "127.0.0.1"
-DEFAULT_PORT = 9100
+DEFAULT_HOST, DEFAULT_PORT = UI_HOST, UI_PORT
 LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
 
 
