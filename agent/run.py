@@ -18,8 +18,6 @@ import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-import structlog
-
 from modelswap import redact
 from modelswap.errors import Cancelled, LocalIOError, ModelswapError
 from modelswap.fleet import write_report
@@ -29,12 +27,12 @@ from modelswap.volume import Layout
 
 from .config import AgentConfig
 from .hooks import SwapHooks
+from .log import log, structlog
 from .metrics import Scraper
 from .servers import ServerReloads
 from .state import AgentState
 from .sync import Syncer, SyncResult
 
-log = structlog.get_logger("modelswap.agent")
 T = TypeVar("T")
 
 

@@ -4,8 +4,9 @@
 Who may do what: the read-only endpoints answer anyone who can reach the port (the kubelet's
 probes, Prometheus). POST /refresh, the one that makes the agent act, answers only loopback
 peers (the app in the same pod) unless a token is configured, and then only requests that
-carry it (`Authorization: Bearer <token>`). However often it is called, the main loop polls at
-most once per --refresh-min-interval: a request while one is queued is coalesced.
+carry it (`Authorization: Bearer <token>`). However often it is called, it wakes the main loop
+at most once per --refresh-min-interval (a refresh after a plain poll acts at once): a request
+while one is queued is coalesced.
 """
 
 from __future__ import annotations

@@ -8,18 +8,15 @@ so a rollout's controller rolls that version back, and asks again at the next pa
 
 from __future__ import annotations
 
-import structlog
-
 from modelswap.redact import redact
 from modelswap.volume import Layout
 
 from .config import AgentConfig
+from .log import log
 from .numbered import NumberedLinks
 from .reload import Reload, ReloadError
 from .state import AgentState
 from .sync import SyncResult
-
-log = structlog.get_logger("modelswap.agent")
 
 
 class ServerReloads:

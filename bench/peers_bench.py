@@ -2,7 +2,7 @@
 initializer and rclone (each followed by a sha256 check, which none of them does against
 our metadata), and against this machine's limits, all in one run on one SeaweedFS.
 
-    .venv/bin/python -m bench.peers_bench [--json out.json] [--sizes 200,1024] [--small 50]
+    .venv/bin/python -m bench.peers_bench [--json out.json] [--sizes 300,1024] [--small 50]
 """
 
 from __future__ import annotations
@@ -178,7 +178,7 @@ def limits(model: str, folder: Path, out: Path) -> dict[str, Callable[[], None]]
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--sizes", default="200,1024", help="single-file versions, MB")
+    ap.add_argument("--sizes", default="300,1024", help="single-file versions, MB")
     ap.add_argument("--small", type=int, default=50, help="files in the many-small-files version")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--json")

@@ -84,24 +84,20 @@ def render_peers(peers: dict[str, Any]) -> list[str]:
         "agent's figure includes its own verification, the link swap and process start-up.",
         "",
     ]
-    peer_names = ["s5cmd", "aws s3 cp", "kserve-storage", "rclone"]
-    limit_names = [
-        "plain GET to /dev/null",
-        "sha256 of the files (page cache)",
-        "plain local copy to the destination",
-    ]
     for case, row in peers.items():
         ours = row["modelswap agent --once"]["MBps"]
-        fastest_peer = max(peer_names, key=lambda n: row[n]["MBps"])
-        slowest_limit = min(limit_names, key=lambda n: row[n]["MBps"])
+        sync = row["modelswap agent, sync pass only"]["MBps"]
+        raw = row["plain GET to /dev/null"]["MBps"]
+        # The targets of issue #17: s5cmd + sha256 for single files, rclone for many small ones
+        peer = "rclone" if case.endswith("KB") else "s5cmd"
         lines += [f"### {case}", "", "| tool | MB/s | time | vs modelswap |", "|---|---|---|---|"]
         for tool, r in row.items():
             lines.append(f"| {tool} | {r['MBps']} | {r['seconds']} s | {r['MBps'] / ours:.2f}x |")
         lines += [
             "",
-            f"Targets: at least as fast as the fastest peer ({fastest_peer}, {row[fastest_peer]['MBps']} MB/s): "
-            f"{mark(ours >= row[fastest_peer]['MBps'])}; within 10% of the slowest limit "
-            f"({slowest_limit}, {row[slowest_limit]['MBps']} MB/s): {mark(ours >= 0.9 * row[slowest_limit]['MBps'])}.",
+            f"Targets: `agent --once` at least as fast as {peer} + sha256 ({row[peer]['MBps']} MB/s): "
+            f"{ours} MB/s, {ours / row[peer]['MBps']:.2f}x, {mark(ours >= row[peer]['MBps'])}; a running agent's sync "
+            f"pass at >= 0.5x the raw GET ({raw} MB/s): {sync} MB/s, {sync / raw:.2f}x, {mark(sync >= 0.5 * raw)}.",
             "",
         ]
     lines += [

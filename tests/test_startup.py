@@ -57,3 +57,19 @@ def test_the_cli_does_not_import_the_ui_server_or_any_store_sdk() -> None:
         "print(json.dumps({'loaded': [m for m in heavy if m in sys.modules]}))\n"
     )
     assert seen == {"loaded": []}
+
+
+def test_agent_once_loads_no_http_server_metrics_parser_or_rich() -> None:
+    """An init container's `agent --once` loads what it runs: no aiohttp, no Prometheus
+    parser (only --metrics-url scrapes), no rich for structlog's tracebacks; each still
+    imports afterwards for whoever needs it."""
+    seen = imported_after(
+        "import importlib, importlib.util, json, sys\n"
+        "import modelswap.cli, modelswap.agent.run, modelswap.store.s3\n"
+        "heavy = ['aiohttp', 'prometheus_client', 'rich', 'OpenSSL']\n"
+        "loaded = [m for m in heavy if m in sys.modules]\n"
+        "later = [m for m in heavy if importlib.util.find_spec(m) and importlib.import_module(m)]\n"
+        "print(json.dumps({'loaded': loaded, 'later': sorted(later) == sorted(\n"
+        "    m for m in heavy if importlib.util.find_spec(m))}))\n"
+    )
+    assert seen == {"loaded": [], "later": True}

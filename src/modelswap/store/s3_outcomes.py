@@ -3,7 +3,6 @@ definite (nothing was applied) and which leave a write's outcome to be read back
 
 from __future__ import annotations
 
-import sys
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from modelswap.errors import (
@@ -13,25 +12,14 @@ from modelswap.errors import (
     StoreError,
     StoreUnavailable,
 )
+from modelswap.lean import without
 from modelswap.store.base import StoreOptions
 
-# botocore imports urllib3.contrib.pyopenssl only to take urllib3's own, unpatched SSLContext
-# from it, which it falls back to when that import fails; with pyOpenSSL installed (the sign
-# extra brings it) the import costs ~70 ms of every command's start. Unless the process has
-# imported it already (then it may have patched urllib3, and botocore must see that), the
-# import fails for botocore alone and the name is free again afterwards.
-_SKIP = "urllib3.contrib.pyopenssl"
-_skipped = _SKIP not in sys.modules and "botocore.httpsession" not in sys.modules
-if _skipped:
-    sys.modules[_SKIP] = None  # type: ignore[assignment]
-try:
+with without("urllib3.contrib.pyopenssl"):  # botocore falls back to urllib3's own SSLContext
     import boto3
     import botocore.exceptions
     import urllib3.exceptions
     from botocore.config import Config
-finally:
-    if _skipped and sys.modules.get(_SKIP, _SKIP) is None:
-        del sys.modules[_SKIP]
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
