@@ -6,7 +6,7 @@
    swapped its link (four promotes), polling every --interval s; then the same with POST
    /refresh sent to
    every agent right after the promote. The distribution, not only the mean. Times start
-   when the promote command starts, so they include its own ~0.5 s of start-up and logging.
+   when the promote command starts, so they include the command's own time (reported too).
 2. Idle cost at a 10 s interval, extrapolated to an hour: one agent's CPU, RSS, requests and
    bytes on the wire (through a counting proxy), and the loader's CPU and RSS in a process that
    serves nothing.
