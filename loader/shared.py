@@ -46,6 +46,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import modelswap
 from modelswap.errors import ModelswapError
 from modelswap.loader.prepare import GRAPH
 
@@ -240,7 +241,8 @@ def _prepare(model_file: Path, out: Path) -> float:
     it fails, becomes SharedUnavailable, and the caller loads a private copy meanwhile."""
     started = time.monotonic()
     # The child finds this very package even when the app put it on sys.path at run time
-    package_root = str(Path(__file__).resolve().parents[2])
+    # (where modelswap/ itself lies: in a source tree loader/ is reached through a symlink)
+    package_root = str(Path(modelswap.__file__).resolve().parent.parent)
     path = os.pathsep.join(p for p in (package_root, os.environ.get("PYTHONPATH")) if p)
     try:
         done = subprocess.run(  # our own interpreter and module, no shell
