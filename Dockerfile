@@ -26,7 +26,10 @@ RUN python3 -m venv /opt/modelswap \
 FROM ${BASE}
 # No compilers and no pip in the final image: only the interpreter and the venv.
 COPY --from=build /opt/modelswap /opt/modelswap
-RUN useradd --uid 10001 --user-group --no-create-home --shell /usr/sbin/nologin modelswap \
+# The base may ship its standard library without compiled modules (some python images strip
+# them); compiling is a no-op where they are there already.
+RUN python3 -m compileall -q "$(python3 -c 'import sysconfig; print(sysconfig.get_paths()["stdlib"])')" \
+    && useradd --uid 10001 --user-group --no-create-home --shell /usr/sbin/nologin modelswap \
     && mkdir -p /models && chown 10001:10001 /models
 ENV PATH=/opt/modelswap/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
