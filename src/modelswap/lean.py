@@ -18,7 +18,8 @@ from collections.abc import Iterator
 def without(*names: str) -> Iterator[None]:
     """Within the block, importing any of `names` fails with ImportError, unless the process
     has imported it already (then it may have configured it, and everyone must see that);
-    after it, they import normally."""
+    after it, they import normally. sys.modules is the process's: another thread importing one
+    of `names` during the block would fail too, so it wraps module-level imports only."""
     blocked = [n for n in names if n not in sys.modules]
     for n in blocked:
         sys.modules[n] = None  # type: ignore[assignment]  # None here means "cannot import"
