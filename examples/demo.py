@@ -40,6 +40,14 @@ def say(text: str) -> None:
     print(f"{DIM}[{time.monotonic() - T0:6.1f}s]{RESET} {text}", flush=True)
 
 
+def accepts(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    except OSError:
+        return False
+    return True
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -166,6 +174,9 @@ class Demo:
             str(self.health_port),
         )
         self.wait(lambda: self.health().get("model_version") == "v1", 30, "server serving v1")
+        # The loader's /health answers once the model is loaded, a moment before the app's own
+        # port is bound: traffic starts when that port takes connections too.
+        self.wait(lambda: accepts(self.server_port), 30, "server accepting connections")
         say(f"agent (:{self.agent_port}) linked v1; server (:{self.server_port}) serves it")
         traffic = Traffic(self.server_port, self.work / "trained" / "eval.npz", self.args.fast)
         traffic.start()
