@@ -85,7 +85,9 @@ class WorkerSet:
             if not together:  # the next one starts once this one serves, as in a rolling start
                 wait_for(lambda f=f: read(f).get("version") == "v1", 600, 0.01)
 
-    def start(self, f: Path, width: int, mode: str, rate: float, work: Path) -> Any:
+    def start(
+        self, f: Path, width: int, mode: str, rate: float, work: Path
+    ) -> subprocess.Popen[bytes]:
         return subprocess.Popen(
             [
                 sys.executable,

@@ -14,10 +14,9 @@ from typing import Any
 from modelswap.errors import UsageError
 
 DEFAULT_REGISTRY = "./registry"
-UI_HOST, UI_PORT = (
-    "127.0.0.1",
-    9100,
-)  # `modelswap ui`'s defaults, here so the CLI need not import it
+# `modelswap ui`'s defaults, here so the CLI need not import the UI's server for them
+UI_HOST = "127.0.0.1"
+UI_PORT = 9100
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 

@@ -55,6 +55,7 @@ from modelswap.store.settle import (
 )
 
 if TYPE_CHECKING:
+    import boto3.session
     from mypy_boto3_s3 import S3Client
 
 
@@ -74,7 +75,7 @@ class S3Store(Store):
         if client is not None:
             self._clients = {"read": client, "write": client}
         self._client_lock = threading.Lock()
-        self._session: Any = None  # boto3's, made with the first client
+        self._session: boto3.session.Session | None = None  # made with the first client
 
     def connect(self) -> None:
         _ = self.client

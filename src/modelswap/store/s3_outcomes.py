@@ -58,12 +58,11 @@ def make_client(
     options: StoreOptions,
     *,
     attempts: int,
+    session: boto3.session.Session,
     max_pool: int = 32,
-    session: boto3.session.Session | None = None,
 ) -> S3Client:
     """A client of `session` (one per store: its second client reuses the service model the
     first one loaded, ~15 ms instead of ~120). Not thread-safe: the caller holds a lock."""
-    session = session or new_session()
     config = Config(
         connect_timeout=options.connect_timeout_s,
         read_timeout=options.read_timeout_s,
