@@ -354,8 +354,15 @@ def _history(out: Path, rerun: list[str]) -> str:
     except (OSError, StopIteration):
         before = "Written by `make bench`"
     names = ", ".join(rerun)
-    entry = f"{names} on {datetime.now(UTC):%Y-%m-%d} with `--only {','.join(rerun)}`"
-    return f"{before}." if before.endswith(entry) else f"{before}; {entry}."  # once a day
+    flag = f"with `--only {','.join(rerun)}`"
+    entry = f"{names} on {datetime.now(UTC):%Y-%m-%d} {flag}"
+    # an earlier --only run of the same sections no longer says when they were measured
+    kept = [
+        part
+        for part in before.split("; ")
+        if not (part.startswith(f"{names} on ") and part.endswith(flag))
+    ]
+    return "; ".join([*kept, entry]) + "."
 
 
 def main() -> None:

@@ -156,6 +156,45 @@ def test_sparse_but_real_errors_of_a_service_that_has_none_fail() -> None:
     )
 
 
+def test_worse_on_the_numbers_but_not_yet_significant_holds_rather_than_passes() -> None:
+    """A canary with 5% errors measured on too few requests to prove it (3 in 150 against
+    none, p = 1/8): not a fail yet, and not a pass either, or the controller would step or
+    promote it on the first look (the live rollout test once promoted such a canary to the
+    whole fleet, and only the bake after promotion caught it). More traffic decides."""
+    c = Criteria(max_error_ratio=2, min_requests=150)
+    three = Traffic.from_json({**traffic(150).to_json(), "errors": 3})
+    v = run(c, three, traffic(150, seed=4))
+    assert v["result"] == "inconclusive"
+    (check,) = v["checks"]
+    assert check["result"] == "inconclusive"
+    assert 0.1 < check["p_value"] < 0.2
+    assert "not yet significant at 0.01" in v["why"]
+    # the same rate on enough traffic: significant, a fail
+    thirty = Traffic.from_json({**traffic(600).to_json(), "errors": 30})
+    assert run(c, thirty, traffic(600, seed=4))["result"] == "fail"
+    # within the limit on the numbers: a pass, significant or not
+    assert run(c, traffic(150), traffic(150, seed=4))["result"] == "pass"
+    # a stray error or two against none is as likely anywhere: no hold (p = 1/2, 1/4)
+    for errors in (1, 2):
+        stray = Traffic.from_json({**traffic(300).to_json(), "errors": errors})
+        assert run(c, stray, traffic(300, seed=4))["result"] == "pass"
+
+
+def test_slower_or_less_accurate_on_the_numbers_only_holds_too() -> None:
+    few = Criteria(max_p99_ratio=1.5, min_requests=10)
+    v = run(few, traffic(12, ms=13, seed=2), traffic(12, ms=10, seed=102))  # 12 requests a side
+    (check,) = v["checks"]
+    assert check["ratio"] > 1.5
+    assert few.alpha <= check["p_value"] < 0.2
+    assert check["result"] == "inconclusive"
+    c = Criteria(metrics=(MetricRule.parse("accuracy:min:0.05"),), min_requests=40)
+    v = run(c, traffic(40, quality=("accuracy", 0.8)), traffic(40, quality=("accuracy", 0.95)))
+    (check,) = v["checks"]
+    assert check["baseline_mean"] - check["canary_mean"] > 0.05
+    assert c.alpha <= check["p_value"] < 0.2
+    assert check["result"] == "inconclusive"
+
+
 def test_twice_as_slow_fails_p99_ratio_and_alike_passes() -> None:
     c = Criteria(max_p99_ratio=1.5)
     slow = run(c, traffic(1000, ms=20, seed=2), traffic(1000, ms=10, seed=3))

@@ -6,8 +6,12 @@ inconclusive: silence never passes and never fails. A comparison fails only when
 is both materially worse (past the ratio or tolerance the user set) and significantly worse
 (one-sided p below `alpha`; for quality metrics, significantly worse by more than the
 tolerance): a large fleet makes tiny differences significant, a small one
-makes large differences noise, and either alone would roll back good versions. The statistics
-are in stats.py; the controller decides what a verdict does (controller.py, analysis.py).
+makes large differences noise, and either alone would roll back good versions. Materially
+worse on the numbers but not yet significantly (one-sided p below LEANS_WORSE_P, 0.2) is
+inconclusive, not a pass: the step or the promotion waits for the traffic that decides, so a
+canary with 3 errors in 150 requests against none is not promoted merely because 150 requests
+cannot yet prove it bad. The statistics are in stats.py; the controller decides what a verdict
+does (controller.py, analysis.py).
 """
 
 from __future__ import annotations
@@ -24,6 +28,10 @@ from modelswap.traffic import Traffic
 DEFAULT_MIN_REQUESTS = 200
 DEFAULT_FAIL_CHECKS = 3
 DEFAULT_ALPHA = 0.01
+# Past the limit on the numbers with a one-sided p below this, the data lean towards "worse"
+# and the check waits for more traffic rather than pass. Not 0.5: one error against none has
+# p = the canary's share of the requests, and a stray error must not hold a step for ever.
+LEANS_WORSE_P = 0.2
 _METRIC = re.compile(r"([A-Za-z_][A-Za-z0-9_.:-]{0,63}):(max|min):(\d+(?:\.\d+)?)")
 
 
@@ -285,14 +293,24 @@ def _check(name: str, failed: bool, **evidence: Any) -> dict[str, Any]:
     }
 
 
+def _outcome(c: Criteria, material: bool, p_value: float) -> tuple[str, str]:
+    """fail: materially and significantly worse; inconclusive: materially worse on the
+    numbers and leaning worse, not yet significant; pass otherwise. The second part is said."""
+    if material and p_value < c.alpha:
+        return "fail", ""
+    if material and p_value < LEANS_WORSE_P:
+        return "inconclusive", f": worse on the numbers, not yet significant at {c.alpha:g}"
+    return "pass", ""
+
+
 def _error_ratio(c: Criteria, canary: Traffic, baseline: Traffic) -> dict[str, Any]:
     t = stats.error_rates(canary.errors, canary.requests, baseline.errors, baseline.requests)
-    failed = t.ratio > (c.max_error_ratio or math.inf) and t.p_value < c.alpha
+    result, more = _outcome(c, t.ratio > (c.max_error_ratio or math.inf), t.p_value)
     return {
         "check": "error-ratio",
-        "result": "fail" if failed else "pass",
+        "result": result,
         "why": f"error rate {t.canary_rate:.4f} vs {t.baseline_rate:.4f} (ratio {t.ratio:.2f}, "
-        f"limit {c.max_error_ratio:g}; p={t.p_value:.2g})",
+        f"limit {c.max_error_ratio:g}; p={t.p_value:.2g}){more}",
         "canary_errors": canary.errors,
         "canary_requests": canary.requests,
         "baseline_errors": baseline.errors,
@@ -314,12 +332,12 @@ def _p99_ratio(c: Criteria, canary: Traffic, baseline: Traffic) -> dict[str, Any
         return {"check": "p99-ratio", "result": "inconclusive", "why": why}
     t = stats.rank_test(a.per_bucket(), b.per_bucket())
     ratio = (pa / pb) if pb else math.inf
-    failed = ratio > (c.max_p99_ratio or math.inf) and t.p_value < c.alpha
+    result, more = _outcome(c, ratio > (c.max_p99_ratio or math.inf), t.p_value)
     return {
         "check": "p99-ratio",
-        "result": "fail" if failed else "pass",
+        "result": result,
         "why": f"p99 {_ms(pa)} vs {_ms(pb)} ms (ratio {ratio:.2f}, limit {c.max_p99_ratio:g}; "
-        f"Mann-Whitney p={t.p_value:.2g})",
+        f"Mann-Whitney p={t.p_value:.2g}){more}",
         "canary_p99_ms": _r(pa * 1000) if pa is not None else None,
         "baseline_p99_ms": _r(pb * 1000) if pb is not None else None,
         "ratio": _r(ratio),
@@ -356,12 +374,12 @@ def _metric(c: Criteria, rule: MetricRule, canary: Traffic, baseline: Traffic) -
         if rule.bound == "min"
         else (t.canary_mean - t.baseline_mean)
     )
-    failed = worse > rule.tolerance and t.p_value < c.alpha
+    result, more = _outcome(c, worse > rule.tolerance, t.p_value)
     return {
         "check": name,
-        "result": "fail" if failed else "pass",
+        "result": result,
         "why": f"{rule.name} {t.canary_mean:.4g} vs {t.baseline_mean:.4g} (tolerance "
-        f"{rule.tolerance:g}, p={_p(t.p_value)})",
+        f"{rule.tolerance:g}, p={_p(t.p_value)}){more}",
         "canary_mean": _r(t.canary_mean),
         "baseline_mean": _r(t.baseline_mean),
         "canary_n": cq[0],
