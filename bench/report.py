@@ -21,7 +21,15 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
-from bench import judge_bench, rollout_bench, shared_bench, signing_bench, stores_bench, ui_bench
+from bench import (
+    judge_bench,
+    peers_bench,
+    rollout_bench,
+    shared_bench,
+    signing_bench,
+    stores_bench,
+    ui_bench,
+)
 from bench.common import mark
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -73,61 +81,6 @@ def machine() -> str:
 def run(name: str, out: Path) -> Any:
     subprocess.run([sys.executable, "-m", BENCHES[name], "--json", str(out)], cwd=ROOT, check=True)
     return json.loads(out.read_text())
-
-
-PEERS_NOTES = [
-    "Why we lose where we lose. `agent --once` is a Python process: the interpreter, modelswap,",
-    "boto3 and botocore's S3 client (whose service model alone is ~100 ms of JSON parsing) take",
-    "about 0.5 s before the first byte; s5cmd and rclone are Go binaries that start in a few ms.",
-    "That is most of the gap for 300 MB and nearly all of it for 50 small files (the sync-pass",
-    "row is the same run without the start: 55-83 MB/s in three runs, rclone's whole command",
-    "66-103). Inside the pass, 16 MB parts come in on 2 threads through boto3/urllib3 and are",
-    "hashed as they arrive, at 377-632 MB/s, against the store's 762-1,487 MB/s raw GET that",
-    "neither writes nor hashes (both vary a lot between runs on this shared machine).",
-    "Issue #17 cut the start: the image shipped no compiled modules (importing the CLI and",
-    "the S3 store took 1.47 s, 0.36 s with them; the editable install here compiled none of",
-    "modelswap's), pyOpenSSL, rich and the Prometheus parser are no longer imported by --once,",
-    "and one boto3 session serves both clients. Three runs since, all targets on `--once`",
-    "missed: against s5cmd + sha256 0.68x, 0.80x, 0.55x at 300 MB and 0.68x, 0.64x, 0.86x at",
-    "1 GB; against rclone for 50 x 256 KB 0.25x, 0.22x, 0.26x. The sync pass against the raw",
-    "GET: 0.34x, 0.50x, 0.25x at 300 MB (met once), 0.51x, 0.40x, 0.55x at 1 GB (met twice),",
-    "1.20x, 0.88x, 1.29x for the small files (met).",
-    "Not tried yet: a native data path (awscrt's transfer",
-    "client or obstore) that reads parts without the GIL. We are ahead of `aws s3 cp` and",
-    "KServe's storage initializer, also Python. What none of the peers do: every byte is",
-    "checked against the sha256 in metadata.json before the version can be linked, and the",
-    "switch is one atomic rename.",
-    "",
-]
-
-
-def render_peers(peers: dict[str, Any]) -> list[str]:
-    lines = [
-        "## Download + verify against the tools people use (`python -m bench.peers_bench`)",
-        "",
-        "Whole commands, median of 3, same SeaweedFS, same objects, same run. Every peer is followed",
-        "by a sha256 of what it wrote (none of them checks the bytes against metadata.json); the",
-        "agent's figure includes its own verification, the link swap and process start-up.",
-        "",
-    ]
-    for case, row in peers.items():
-        ours = row["modelswap agent --once"]["MBps"]
-        sync = row["modelswap agent, sync pass only"]["MBps"]
-        raw = row["plain GET to /dev/null"]["MBps"]
-        # The targets of issue #17: s5cmd + sha256 for single files, rclone for many small ones
-        peer = "rclone" if case.endswith("KB") else "s5cmd"
-        lines += [f"### {case}", "", "| tool | MB/s | time | vs modelswap |", "|---|---|---|---|"]
-        for tool, r in row.items():
-            lines.append(f"| {tool} | {r['MBps']} | {r['seconds']} s | {r['MBps'] / ours:.2f}x |")
-        lines += [
-            "",
-            f"Targets: `agent --once` at least as fast as {peer} + sha256 ({row[peer]['MBps']} MB/s): "
-            f"{ours} MB/s, {ours / row[peer]['MBps']:.2f}x, {mark(ours >= row[peer]['MBps'])}; a running agent's sync "
-            f"pass at >= 0.5x the raw GET ({raw} MB/s): {sync} MB/s, {sync / raw:.2f}x, {mark(sync >= 0.5 * raw)}.",
-            "",
-        ]
-    lines += PEERS_NOTES
-    return lines
 
 
 FLEET_NOTES = [
@@ -397,7 +350,7 @@ def main() -> None:
         text = text.replace(_written_line(text), _history(Path(args.out), sorted(only)), 1)
     text += "\n" + "\n".join(shared_bench.render(results["shared"]))
     if "peers" in results:
-        text += "\n" + "\n".join(render_peers(results["peers"]))
+        text += "\n" + "\n".join(peers_bench.render(results["peers"]))
     if "fleet" in results and "restart" in results:
         text += "\n" + "\n".join(render_fleet(results["fleet"], results["restart"]))
     if "stores" in results:
