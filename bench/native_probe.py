@@ -1,9 +1,11 @@
 """Would a native data path make the agent's download faster? One object on one SeaweedFS,
 fetched to disk and hashed by: a raw boto3 GET that neither writes nor hashes, the agent's
 own path (modelswap.download, boto3, ranged parts on 2 threads), obstore (Rust, the GIL let go
-while it reads) with ranged parts on 2 or 4 threads and with one stream, and s5cmd followed by
-sha256. Every variant checks the sha256 before it counts. A probe for issue #17, not part of
-`make bench`'s report: the agent does not use obstore (docs/benchmarks.md says why).
+while it reads) with ranged parts on 2 or 4 threads and with one stream, boto3's CRT client
+(awscrt: parts in parallel in C, written to the file by it or handed to Python in order), and
+s5cmd followed by sha256. Every variant checks the sha256 before it counts. A probe for issue
+#17, not part of `make bench`'s report: the agent uses neither native client
+(docs/benchmarks.md says why).
 
     .venv/bin/python -m bench.native_probe [--mb 300] [--repeats 3]
 """
@@ -27,6 +29,10 @@ from pathlib import Path
 
 import boto3
 import obstore
+from awscrt.auth import AwsCredentialsProvider
+from awscrt.http import HttpHeaders, HttpRequest
+from awscrt.io import ClientBootstrap, DefaultHostResolver, EventLoopGroup
+from awscrt.s3 import S3Client, S3RequestTlsMode, S3RequestType
 from obstore.store import S3Store as NativeS3
 
 from modelswap import download
@@ -74,6 +80,54 @@ def native_ranged(
     return run
 
 
+def crt_client(part: int) -> S3Client:
+    loops = EventLoopGroup(2)
+    return S3Client(
+        bootstrap=ClientBootstrap(loops, DefaultHostResolver(loops)),
+        region="us-east-1",
+        credential_provider=AwsCredentialsProvider.new_static(
+            seaweed.ACCESS_KEY, seaweed.SECRET_KEY
+        ),
+        tls_mode=S3RequestTlsMode.DISABLED,
+        part_size=part,
+        throughput_target_gbps=10,
+    )
+
+
+def crt_get(
+    client: S3Client, host: str, want: str, out: Path, *, to_file: bool
+) -> Callable[[], None]:
+    """awscrt writes the file itself (then sha256 reads it back, as after s5cmd), or hands
+    each part to Python in order, which hashes and writes it (as the agent would)."""
+
+    def run() -> None:
+        target = out / "crt.bin"
+        request = HttpRequest("GET", f"/bench/{KEY}", HttpHeaders([("Host", host)]))
+        if to_file:
+            client.make_request(
+                type=S3RequestType.GET_OBJECT, request=request, recv_filepath=str(target)
+            ).finished_future.result()
+            assert sha256_file(target) == want
+        else:
+            digest = hashlib.sha256()
+            fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+
+            def on_body(chunk: bytes, offset: int, **_: object) -> None:
+                digest.update(chunk)
+                os.pwrite(fd, chunk, offset)
+
+            try:
+                client.make_request(
+                    type=S3RequestType.GET_OBJECT, request=request, on_body=on_body
+                ).finished_future.result()
+            finally:
+                os.close(fd)
+            assert digest.hexdigest() == want
+        target.unlink()
+
+    return run
+
+
 def measure(cases: dict[str, Callable[[], None]], repeats: int) -> dict[str, list[float]]:
     times: dict[str, list[float]] = {name: [] for name in cases}
     for _ in range(repeats):  # round robin: drift falls on every case
@@ -111,6 +165,7 @@ def main() -> None:
                 region="us-east-1",
                 client_options={"allow_http": True},
             )
+            crt, host = crt_client(16 << 20), server.endpoint.split("://", 1)[1]
 
             def raw() -> None:
                 body = s3.get_object(Bucket="bench", Key=KEY)["Body"]
@@ -159,6 +214,10 @@ def main() -> None:
                     native, size, want, out, threads=4, part=8 << 20
                 ),
                 "obstore, one stream": native_stream,
+                "awscrt 16 MB parts, to file + sha256": crt_get(crt, host, want, out, to_file=True),
+                "awscrt 16 MB parts, hashed in on_body": crt_get(
+                    crt, host, want, out, to_file=False
+                ),
                 "s5cmd + sha256": s5cmd,
             }
             times = measure(cases, args.repeats)
